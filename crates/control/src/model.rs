@@ -1,0 +1,106 @@
+//! The function record as the control plane keeps it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Default `MemorySize` in MB, as Lambda has it.
+pub const MEMORY_SIZE_DEFAULT_MB: u32 = 128;
+/// Default `Timeout` in seconds, as Lambda has it.
+pub const TIMEOUT_DEFAULT_S: u32 = 3;
+/// Default `/tmp` size in MB, as Lambda has it.
+pub const EPHEMERAL_STORAGE_DEFAULT_MB: u32 = 512;
+
+/// The runtimes a function may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Runtime {
+    /// A WebAssembly core module or component run by the embedded wasmtime.
+    #[serde(rename = "wasm")]
+    Wasm,
+}
+
+impl Runtime {
+    /// Parses the `Runtime` field of a request. Process runtimes
+    /// (`provided.*`, `python3.x`) are recognised so their refusal can say why.
+    pub fn parse(name: &str) -> Result<Runtime, String> {
+        match name {
+            "wasm" => Ok(Runtime::Wasm),
+            n if n.starts_with("provided") || n.starts_with("python") => Err(format!(
+                "Runtime {n} needs the container sandbox, which this server does not offer yet; use runtime wasm"
+            )),
+            n => Err(format!(
+                "Value {n} at 'runtime' failed to satisfy constraint: Member must be a runtime this server supports (wasm)"
+            )),
+        }
+    }
+
+    /// The name as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Wasm => "wasm",
+        }
+    }
+}
+
+/// The configuration a user sets on a function (`$LATEST`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunctionConfig {
+    /// The function's name, unique per tenant.
+    pub name: String,
+    /// The runtime that executes the code.
+    pub runtime: Runtime,
+    /// The IAM role ARN: stored and echoed, grants nothing.
+    pub role: String,
+    /// For `wasm`: the `.wasm` file inside the package.
+    pub handler: Option<String>,
+    /// Free text.
+    pub description: String,
+    /// Wall-clock limit of one invocation, in seconds.
+    pub timeout_s: u32,
+    /// Memory limit in MB; also bounds a wasm guest's linear memory.
+    pub memory_size_mb: u32,
+    /// Size of `/tmp`, in MB.
+    pub ephemeral_storage_mb: u32,
+    /// Environment variables handed to the function.
+    pub environment: BTreeMap<String, String>,
+}
+
+/// A stored function: its configuration, its code and its revision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    /// The user's configuration.
+    pub config: FunctionConfig,
+    /// Monotonic revision; every update is a compare-and-set on it.
+    pub revision: u64,
+    /// Opaque id of this revision, Lambda's `RevisionId`.
+    pub revision_id: String,
+    /// Hex SHA-256 of the uploaded package (the artifact's address).
+    pub code_sha256_hex: String,
+    /// Size in bytes of the uploaded package.
+    pub code_size: u64,
+    /// Time of the last change, as Lambda formats it (`2026-11-25T06:15:37.000+0000`).
+    pub last_modified: String,
+}
+
+impl FunctionRecord {
+    /// `CodeSha256` as Lambda reports it: the base64 of the package's SHA-256.
+    pub fn code_sha256_base64(&self) -> String {
+        use base64::Engine as _;
+        let raw = hex::decode(&self.code_sha256_hex).unwrap_or_default();
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    }
+}
+
+/// Formats a time the way Lambda's `LastModified` does.
+pub fn lambda_timestamp(at: time::OffsetDateTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+0000"
+    );
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&format)
+        .unwrap_or_default()
+}
+
+/// A fresh `RevisionId`.
+pub fn new_revision_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

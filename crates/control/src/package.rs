@@ -1,0 +1,185 @@
+//! Reading an uploaded code package: a zip archive (Lambda's format) or a raw
+//! `.wasm`. Archives are untrusted input: every entry path is checked before
+//! anything is read, and decompression stops at Lambda's unzipped-size limit
+//! whatever the headers claim, so a zip bomb costs at most that much work.
+
+use std::io::{Cursor, Read};
+
+/// Lambda's limit on a package's unzipped size, in bytes (250 MiB).
+pub const UNZIPPED_SIZE_MAX_BYTES: u64 = 262_144_000;
+
+const WASM_MAGIC: &[u8] = b"\0asm";
+const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+const ZIP_EMPTY_MAGIC: &[u8] = b"PK\x05\x06";
+
+/// Why a package was refused. Every variant is the user's error and maps to
+/// `InvalidParameterValueException`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PackageError {
+    /// Neither a zip archive nor a WebAssembly binary.
+    #[error("Could not unzip uploaded file. Please check your file, then try to upload again. (It is neither a zip archive nor a WebAssembly binary.)")]
+    Unrecognised,
+    /// The archive does not parse.
+    #[error("Could not unzip uploaded file. Please check your file, then try to upload again. ({0})")]
+    Corrupt(String),
+    /// An entry would land outside the package directory.
+    #[error("Could not unzip uploaded file: entry {0:?} has an absolute path or a '..' component")]
+    UnsafePath(String),
+    /// The archive inflates beyond Lambda's limit.
+    #[error("Unzipped size must be smaller than {UNZIPPED_SIZE_MAX_BYTES} bytes")]
+    TooLarge,
+    /// No `.wasm` file in the archive.
+    #[error("The zip file holds no .wasm file; runtime wasm needs one (name it with Handler)")]
+    NoWasm,
+    /// Several `.wasm` files and no `Handler` to choose one.
+    #[error("The zip file holds several .wasm files ({0}); set Handler to the one to run")]
+    AmbiguousWasm(String),
+    /// The `Handler` names a file the archive does not hold.
+    #[error("Handler {0:?} names a file the zip file does not hold")]
+    HandlerMissing(String),
+}
+
+/// Returns the WebAssembly binary a `wasm` function runs: the package itself
+/// when it is raw wasm, else the archive entry `handler` names (or the only
+/// `.wasm` entry when `handler` is unset).
+pub fn wasm_code(package: &[u8], handler: Option<&str>) -> Result<Vec<u8>, PackageError> {
+    if package.starts_with(WASM_MAGIC) {
+        return Ok(package.to_vec());
+    }
+    if !(package.starts_with(ZIP_MAGIC) || package.starts_with(ZIP_EMPTY_MAGIC)) {
+        return Err(PackageError::Unrecognised);
+    }
+    let mut archive =
+        zip::ZipArchive::new(Cursor::new(package)).map_err(|e| PackageError::Corrupt(e.to_string()))?;
+    let names = checked_names(&mut archive)?;
+    let wanted = match handler.filter(|h| !h.is_empty()) {
+        Some(h) => names
+            .iter()
+            .position(|n| n == h || n.trim_start_matches("./") == h)
+            .ok_or_else(|| PackageError::HandlerMissing(h.to_string()))?,
+        None => {
+            let wasm: Vec<usize> = (0..names.len())
+                .filter(|&i| names[i].ends_with(".wasm"))
+                .collect();
+            match wasm.as_slice() {
+                [] => return Err(PackageError::NoWasm),
+                [one] => *one,
+                many => {
+                    let list: Vec<&str> = many.iter().map(|&i| names[i].as_str()).collect();
+                    return Err(PackageError::AmbiguousWasm(list.join(", ")));
+                }
+            }
+        }
+    };
+    read_entry(&mut archive, wanted, UNZIPPED_SIZE_MAX_BYTES)
+}
+
+/// Checks every entry's path and the declared total size; returns the names.
+fn checked_names(archive: &mut zip::ZipArchive<Cursor<&[u8]>>) -> Result<Vec<String>, PackageError> {
+    let mut names = Vec::with_capacity(archive.len());
+    let mut declared: u64 = 0;
+    for i in 0..archive.len() {
+        let entry = archive
+            .by_index_raw(i)
+            .map_err(|e| PackageError::Corrupt(e.to_string()))?;
+        let name = entry
+            .name()
+            .map_err(|e| PackageError::Corrupt(e.to_string()))?
+            .to_string();
+        let traversal = name.starts_with('/')
+            || name.starts_with('\\')
+            || name.split(['/', '\\']).any(|part| part == "..")
+            || entry.enclosed_name().is_none();
+        if traversal {
+            return Err(PackageError::UnsafePath(name));
+        }
+        declared = declared.saturating_add(entry.size());
+        if declared > UNZIPPED_SIZE_MAX_BYTES {
+            return Err(PackageError::TooLarge);
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Inflates one entry, refusing to produce more than `budget` bytes even if
+/// its header lies about its size.
+fn read_entry(
+    archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    index: usize,
+    budget: u64,
+) -> Result<Vec<u8>, PackageError> {
+    let entry = archive
+        .by_index(index)
+        .map_err(|e| PackageError::Corrupt(e.to_string()))?;
+    let mut out = Vec::with_capacity(entry.size().min(budget) as usize);
+    entry
+        .take(budget + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| PackageError::Corrupt(e.to_string()))?;
+    if out.len() as u64 > budget {
+        return Err(PackageError::TooLarge);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut buf = Cursor::new(Vec::new());
+        let mut w = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, bytes) in entries {
+            w.start_file(*name, opts).unwrap();
+            w.write_all(bytes).unwrap();
+        }
+        w.finish().unwrap();
+        buf.into_inner()
+    }
+
+    const WASM: &[u8] = b"\0asm\x01\0\0\0";
+
+    #[test]
+    fn raw_wasm_and_single_entry_zip() {
+        assert_eq!(wasm_code(WASM, None).unwrap(), WASM);
+        let zip = zip_of(&[("fn.wasm", WASM), ("README", b"hi")]);
+        assert_eq!(wasm_code(&zip, None).unwrap(), WASM);
+        assert_eq!(wasm_code(&zip, Some("fn.wasm")).unwrap(), WASM);
+        assert_eq!(
+            wasm_code(&zip, Some("other.wasm")),
+            Err(PackageError::HandlerMissing("other.wasm".into()))
+        );
+    }
+
+    #[test]
+    fn several_wasm_need_a_handler() {
+        let zip = zip_of(&[("a.wasm", WASM), ("b.wasm", WASM)]);
+        assert!(matches!(wasm_code(&zip, None), Err(PackageError::AmbiguousWasm(_))));
+        assert_eq!(wasm_code(&zip, Some("b.wasm")).unwrap(), WASM);
+    }
+
+    #[test]
+    fn hostile_archives_are_refused() {
+        assert_eq!(wasm_code(b"hello", None), Err(PackageError::Unrecognised));
+        let traversal = zip_of(&[("../evil.wasm", WASM)]);
+        assert!(matches!(wasm_code(&traversal, None), Err(PackageError::UnsafePath(_))));
+        let absolute = zip_of(&[("/etc/evil.wasm", WASM)]);
+        assert!(matches!(wasm_code(&absolute, None), Err(PackageError::UnsafePath(_))));
+        let truncated = &zip_of(&[("a.wasm", WASM)])[..20];
+        assert!(matches!(wasm_code(truncated, None), Err(PackageError::Corrupt(_))));
+    }
+
+    #[test]
+    fn zip_bomb_is_refused() {
+        let zeros = vec![0u8; 64 << 20];
+        let entries: Vec<(String, &[u8])> = (0..5).map(|i| (format!("z{i}"), &zeros[..])).collect();
+        let refs: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+        let bomb = zip_of(&refs);
+        assert!(bomb.len() < 2 << 20, "the bomb should be small: {}", bomb.len());
+        assert_eq!(wasm_code(&bomb, Some("z0")), Err(PackageError::TooLarge));
+    }
+}
