@@ -1,1 +1,86 @@
-fn main() {}
+//! `nimbus`: the one binary. `nimbus up` runs the platform; the other
+//! subcommands are clients of its API, signed like any AWS tool's requests.
+
+mod client;
+mod commands;
+mod credentials;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Default API address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = ".nimbus";
+/// Default region.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+#[derive(Parser)]
+#[command(
+    name = "nimbus",
+    version,
+    about = "A self-hosted, Lambda-compatible serverless platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the server lives and keeps its data.
+#[derive(clap::Args, Clone)]
+pub struct ServerArgs {
+    /// Address the API listens on.
+    #[arg(long, env = "NIMBUS_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Directory of the embedded store, code and logs.
+    #[arg(long, env = "NIMBUS_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Region in ARNs, and the one clients sign for.
+    #[arg(long, env = "NIMBUS_REGION", default_value = DEFAULT_REGION)]
+    pub region: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole platform on this machine.
+    Up(ServerArgs),
+    /// Print `export` lines that point the AWS tools at this platform.
+    Env(ServerArgs),
+    /// Create a function, or update its code and configuration.
+    Deploy(commands::DeployArgs),
+    /// Invoke a function and print its response.
+    Invoke(commands::InvokeArgs),
+    /// List functions.
+    Ls,
+    /// Delete a function.
+    Rm {
+        /// The function's name.
+        name: String,
+    },
+    /// Print the tail of a function's log.
+    Logs {
+        /// The function's name.
+        name: String,
+        /// How many bytes of the log's end to print.
+        #[arg(long, default_value_t = 65_536)]
+        bytes: u64,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up::run(args),
+        Command::Env(args) => up::print_env(&args),
+        Command::Deploy(args) => commands::deploy(args),
+        Command::Invoke(args) => commands::invoke(args),
+        Command::Ls => commands::ls(),
+        Command::Rm { name } => commands::rm(&name),
+        Command::Logs { name, bytes } => commands::logs(&name, bytes),
+    };
+    if let Err(e) = result {
+        eprintln!("nimbus: {e:#}");
+        std::process::exit(1);
+    }
+}

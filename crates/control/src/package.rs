@@ -17,10 +17,14 @@ const ZIP_EMPTY_MAGIC: &[u8] = b"PK\x05\x06";
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PackageError {
     /// Neither a zip archive nor a WebAssembly binary.
-    #[error("Could not unzip uploaded file. Please check your file, then try to upload again. (It is neither a zip archive nor a WebAssembly binary.)")]
+    #[error(
+        "Could not unzip uploaded file. Please check your file, then try to upload again. (It is neither a zip archive nor a WebAssembly binary.)"
+    )]
     Unrecognised,
     /// The archive does not parse.
-    #[error("Could not unzip uploaded file. Please check your file, then try to upload again. ({0})")]
+    #[error(
+        "Could not unzip uploaded file. Please check your file, then try to upload again. ({0})"
+    )]
     Corrupt(String),
     /// An entry would land outside the package directory.
     #[error("Could not unzip uploaded file: entry {0:?} has an absolute path or a '..' component")]
@@ -49,8 +53,8 @@ pub fn wasm_code(package: &[u8], handler: Option<&str>) -> Result<Vec<u8>, Packa
     if !(package.starts_with(ZIP_MAGIC) || package.starts_with(ZIP_EMPTY_MAGIC)) {
         return Err(PackageError::Unrecognised);
     }
-    let mut archive =
-        zip::ZipArchive::new(Cursor::new(package)).map_err(|e| PackageError::Corrupt(e.to_string()))?;
+    let mut archive = zip::ZipArchive::new(Cursor::new(package))
+        .map_err(|e| PackageError::Corrupt(e.to_string()))?;
     let names = checked_names(&mut archive)?;
     let wanted = match handler.filter(|h| !h.is_empty()) {
         Some(h) => names
@@ -75,7 +79,9 @@ pub fn wasm_code(package: &[u8], handler: Option<&str>) -> Result<Vec<u8>, Packa
 }
 
 /// Checks every entry's path and the declared total size; returns the names.
-fn checked_names(archive: &mut zip::ZipArchive<Cursor<&[u8]>>) -> Result<Vec<String>, PackageError> {
+fn checked_names(
+    archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
+) -> Result<Vec<String>, PackageError> {
     let mut names = Vec::with_capacity(archive.len());
     let mut declared: u64 = 0;
     for i in 0..archive.len() {
@@ -158,7 +164,10 @@ mod tests {
     #[test]
     fn several_wasm_need_a_handler() {
         let zip = zip_of(&[("a.wasm", WASM), ("b.wasm", WASM)]);
-        assert!(matches!(wasm_code(&zip, None), Err(PackageError::AmbiguousWasm(_))));
+        assert!(matches!(
+            wasm_code(&zip, None),
+            Err(PackageError::AmbiguousWasm(_))
+        ));
         assert_eq!(wasm_code(&zip, Some("b.wasm")).unwrap(), WASM);
     }
 
@@ -166,11 +175,20 @@ mod tests {
     fn hostile_archives_are_refused() {
         assert_eq!(wasm_code(b"hello", None), Err(PackageError::Unrecognised));
         let traversal = zip_of(&[("../evil.wasm", WASM)]);
-        assert!(matches!(wasm_code(&traversal, None), Err(PackageError::UnsafePath(_))));
+        assert!(matches!(
+            wasm_code(&traversal, None),
+            Err(PackageError::UnsafePath(_))
+        ));
         let absolute = zip_of(&[("/etc/evil.wasm", WASM)]);
-        assert!(matches!(wasm_code(&absolute, None), Err(PackageError::UnsafePath(_))));
+        assert!(matches!(
+            wasm_code(&absolute, None),
+            Err(PackageError::UnsafePath(_))
+        ));
         let truncated = &zip_of(&[("a.wasm", WASM)])[..20];
-        assert!(matches!(wasm_code(truncated, None), Err(PackageError::Corrupt(_))));
+        assert!(matches!(
+            wasm_code(truncated, None),
+            Err(PackageError::Corrupt(_))
+        ));
     }
 
     #[test]
@@ -179,7 +197,11 @@ mod tests {
         let entries: Vec<(String, &[u8])> = (0..5).map(|i| (format!("z{i}"), &zeros[..])).collect();
         let refs: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), *b)).collect();
         let bomb = zip_of(&refs);
-        assert!(bomb.len() < 2 << 20, "the bomb should be small: {}", bomb.len());
+        assert!(
+            bomb.len() < 2 << 20,
+            "the bomb should be small: {}",
+            bomb.len()
+        );
         assert_eq!(wasm_code(&bomb, Some("z0")), Err(PackageError::TooLarge));
     }
 }

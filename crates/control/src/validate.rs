@@ -26,7 +26,9 @@ pub const DESCRIPTION_MAX_CHARS: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Invalid {
     /// A member failed a model constraint (Lambda answers `ValidationException`).
-    #[error("1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {constraint}")]
+    #[error(
+        "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {constraint}"
+    )]
     Constraint {
         /// The member's name.
         field: &'static str,
@@ -64,10 +66,12 @@ fn is_qualifier(s: &str) -> bool {
 /// Parses a `FunctionName` member: a name, `name:qualifier`, a partial ARN
 /// (`123456789012:function:name`) or a full ARN.
 pub fn function_ref(input: &str) -> Result<FunctionRef, Invalid> {
-    let invalid = || Invalid::Constraint {
+    let invalid = || {
+        Invalid::Constraint {
         field: "functionName",
         value: input.to_string(),
         constraint: "Member must satisfy regular expression pattern: (arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\\d{1}:)?(\\d{12}:)?(function:)?([a-zA-Z0-9-_]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?".into(),
+    }
     };
     let parts: Vec<&str> = input.split(':').collect();
     let (name, qualifier) = match parts.as_slice() {
@@ -75,15 +79,21 @@ pub fn function_ref(input: &str) -> Result<FunctionRef, Invalid> {
         [name, q] => (*name, Some(*q)),
         [account, "function", name] if is_account(account) => (*name, None),
         [account, "function", name, q] if is_account(account) => (*name, Some(*q)),
-        ["arn", partition, "lambda", region, account, "function", name, rest @ ..]
-            if partition.starts_with("aws") && is_region(region) && is_account(account) =>
+        [
+            "arn",
+            partition,
+            "lambda",
+            region,
+            account,
+            "function",
+            name,
+            rest @ ..,
+        ] if partition.starts_with("aws") && is_region(region) && is_account(account) => match rest
         {
-            match rest {
-                [] => (*name, None),
-                [q] => (*name, Some(*q)),
-                _ => return Err(invalid()),
-            }
-        }
+            [] => (*name, None),
+            [q] => (*name, Some(*q)),
+            _ => return Err(invalid()),
+        },
         _ => return Err(invalid()),
     };
     if !is_name(name) || !qualifier.is_none_or(is_qualifier) {
@@ -106,39 +116,41 @@ fn is_region(s: &str) -> bool {
     geo.len() == 2
         && geo.bytes().all(|b| b.is_ascii_lowercase())
         && rest.len() >= 2
-        && rest.last().is_some_and(|n| n.len() == 1 && n.bytes().all(|b| b.is_ascii_digit()))
+        && rest
+            .last()
+            .is_some_and(|n| n.len() == 1 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn range(field: &'static str, value: u32, min: u32, max: u32) -> Result<u32, Invalid> {
-    if value < min {
+fn range(field: &'static str, value: i64, min: u32, max: u32) -> Result<u32, Invalid> {
+    if value < i64::from(min) {
         return Err(Invalid::Constraint {
             field,
             value: value.to_string(),
             constraint: format!("Member must have value greater than or equal to {min}"),
         });
     }
-    if value > max {
+    if value > i64::from(max) {
         return Err(Invalid::Constraint {
             field,
             value: value.to_string(),
             constraint: format!("Member must have value less than or equal to {max}"),
         });
     }
-    Ok(value)
+    Ok(value as u32)
 }
 
 /// Checks `MemorySize`.
-pub fn memory_size(mb: u32) -> Result<u32, Invalid> {
+pub fn memory_size(mb: i64) -> Result<u32, Invalid> {
     range("memorySize", mb, MEMORY_SIZE_MIN_MB, MEMORY_SIZE_MAX_MB)
 }
 
 /// Checks `Timeout`.
-pub fn timeout(s: u32) -> Result<u32, Invalid> {
+pub fn timeout(s: i64) -> Result<u32, Invalid> {
     range("timeout", s, TIMEOUT_MIN_S, TIMEOUT_MAX_S)
 }
 
 /// Checks `EphemeralStorage.Size`.
-pub fn ephemeral_storage(mb: u32) -> Result<u32, Invalid> {
+pub fn ephemeral_storage(mb: i64) -> Result<u32, Invalid> {
     range(
         "ephemeralStorage.size",
         mb,
@@ -197,12 +209,22 @@ mod tests {
         let partial = function_ref("123456789012:function:echo").unwrap();
         assert_eq!(partial.name, "echo");
         let arn = function_ref("arn:aws:lambda:us-east-1:123456789012:function:echo:live").unwrap();
-        assert_eq!((arn.name.as_str(), arn.qualifier.as_deref()), ("echo", Some("live")));
+        assert_eq!(
+            (arn.name.as_str(), arn.qualifier.as_deref()),
+            ("echo", Some("live"))
+        );
     }
 
     #[test]
     fn bad_names_are_refused() {
-        for bad in ["", "has space", "a/b", &"x".repeat(65), "arn:aws:s3:::bucket", "a:b:c"] {
+        for bad in [
+            "",
+            "has space",
+            "a/b",
+            &"x".repeat(65),
+            "arn:aws:s3:::bucket",
+            "a:b:c",
+        ] {
             assert!(function_ref(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -211,7 +233,10 @@ mod tests {
     fn ranges_name_the_bound() {
         assert!(memory_size(128).is_ok() && memory_size(10_240).is_ok());
         let err = memory_size(127).unwrap_err().to_string();
-        assert!(err.contains("memorySize") && err.contains("greater than or equal to 128"), "{err}");
+        assert!(
+            err.contains("memorySize") && err.contains("greater than or equal to 128"),
+            "{err}"
+        );
         assert!(timeout(0).is_err() && timeout(901).is_err() && timeout(900).is_ok());
     }
 

@@ -87,5 +87,9 @@ fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if fs::metadata(path).is_ok_and(|m| m.len() > LOG_FILE_MAX_BYTES) {
         fs::rename(path, path.with_extension("log.1"))?;
     }
-    OpenOptions::new().create(true).append(true).open(path)?.write_all(bytes)
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(bytes)
 }

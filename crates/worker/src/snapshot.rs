@@ -51,6 +51,8 @@ impl Snapshots {
     /// The snapshot held for a function.
     pub fn get(&self, tenant: &str, name: &str) -> Option<Arc<FunctionSnapshot>> {
         let functions = self.functions.read().unwrap_or_else(|p| p.into_inner());
-        functions.get(&(tenant.to_string(), name.to_string())).cloned()
+        functions
+            .get(&(tenant.to_string(), name.to_string()))
+            .cloned()
     }
 }

@@ -44,7 +44,11 @@ async fn echo_returns_stdin_and_logs_stderr() {
     let code = rt.prepare(&wat::parse_str(ECHO).unwrap()).unwrap();
     let out = rt.run(&code, &invocation(r#"{"a":1}"#, 1_000)).await;
     assert_eq!(out.result.unwrap().as_ref(), br#"{"a":1}"#);
-    assert_eq!(out.log.as_ref(), br#"{"a""#, "the first four bytes go to stderr");
+    assert_eq!(
+        out.log.as_ref(),
+        br#"{"a""#,
+        "the first four bytes go to stderr"
+    );
     // A second run gets a fresh instance and the same answer.
     let again = rt.run(&code, &invocation("x", 1_000)).await;
     assert_eq!(again.result.unwrap().as_ref(), b"x");
@@ -54,12 +58,22 @@ async fn echo_returns_stdin_and_logs_stderr() {
 async fn compiled_code_is_reused_from_disk() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = wat::parse_str(ECHO).unwrap();
-    WasmRuntime::new(dir.path()).unwrap().prepare(&wasm).unwrap();
+    WasmRuntime::new(dir.path())
+        .unwrap()
+        .prepare(&wasm)
+        .unwrap();
     let files = std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(files, 1, "one compiled artifact on disk");
     let rt = WasmRuntime::new(dir.path()).unwrap();
     let code = rt.prepare(&wasm).unwrap();
-    assert_eq!(rt.run(&code, &invocation("y", 1_000)).await.result.unwrap().as_ref(), b"y");
+    assert_eq!(
+        rt.run(&code, &invocation("y", 1_000))
+            .await
+            .result
+            .unwrap()
+            .as_ref(),
+        b"y"
+    );
 }
 
 #[test]
@@ -69,15 +83,22 @@ fn invalid_code_is_refused_at_prepare() {
     let no_start = wat::parse_str("(module (memory (export \"memory\") 1))").unwrap();
     let err = rt.prepare(&no_start).err().unwrap().to_string();
     assert!(err.contains("_start"), "{err}");
-    let unknown_import = wat::parse_str(r#"(module (import "env" "x" (func)) (func (export "_start")))"#).unwrap();
+    let unknown_import =
+        wat::parse_str(r#"(module (import "env" "x" (func)) (func (export "_start")))"#).unwrap();
     assert!(rt.prepare(&unknown_import).is_err());
 }
 
 #[tokio::test]
 async fn trap_is_a_function_error() {
     let (_dir, rt) = runtime();
-    let code = rt.prepare(&wat::parse_str(r#"(module (func (export "_start") unreachable))"#).unwrap()).unwrap();
-    let err = rt.run(&code, &invocation("", 1_000)).await.result.unwrap_err();
+    let code = rt
+        .prepare(&wat::parse_str(r#"(module (func (export "_start") unreachable))"#).unwrap())
+        .unwrap();
+    let err = rt
+        .run(&code, &invocation("", 1_000))
+        .await
+        .result
+        .unwrap_err();
     assert_eq!(err.error_type, "Runtime.WasmTrap");
     assert!(err.message.contains("unreachable"), "{}", err.message);
 }
@@ -85,11 +106,17 @@ async fn trap_is_a_function_error() {
 #[tokio::test]
 async fn endless_loop_times_out() {
     let (_dir, rt) = runtime();
-    let code = rt.prepare(&wat::parse_str(r#"(module (func (export "_start") (loop $l (br $l))))"#).unwrap()).unwrap();
+    let code = rt
+        .prepare(&wat::parse_str(r#"(module (func (export "_start") (loop $l (br $l))))"#).unwrap())
+        .unwrap();
     let out = rt.run(&code, &invocation("", 200)).await;
     let err = out.result.unwrap_err();
     assert_eq!(err.error_type, "Sandbox.Timedout");
-    assert!(err.message.contains("Task timed out after 0.20 seconds"), "{}", err.message);
+    assert!(
+        err.message.contains("Task timed out after 0.20 seconds"),
+        "{}",
+        err.message
+    );
     assert!(out.duration < Duration::from_secs(5));
 }
 
@@ -105,7 +132,11 @@ async fn memory_beyond_the_limit_is_out_of_memory() {
     let err = out.result.unwrap_err();
     assert_eq!(err.error_type, "Runtime.OutOfMemory");
     assert!(out.max_memory_bytes <= 128 << 20);
-    assert!(out.max_memory_bytes > 120 << 20, "grew close to the limit: {}", out.max_memory_bytes);
+    assert!(
+        out.max_memory_bytes > 120 << 20,
+        "grew close to the limit: {}",
+        out.max_memory_bytes
+    );
 }
 
 #[tokio::test]
@@ -121,7 +152,11 @@ async fn exit_codes() {
     let ok = rt.prepare(&wat::parse_str(exit(0)).unwrap()).unwrap();
     assert!(rt.run(&ok, &invocation("", 1_000)).await.result.is_ok());
     let bad = rt.prepare(&wat::parse_str(exit(3)).unwrap()).unwrap();
-    let err = rt.run(&bad, &invocation("", 1_000)).await.result.unwrap_err();
+    let err = rt
+        .run(&bad, &invocation("", 1_000))
+        .await
+        .result
+        .unwrap_err();
     assert_eq!(err.error_type, "Runtime.ExitError");
     assert!(err.message.contains("exit status 3"));
 }

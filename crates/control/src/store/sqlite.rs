@@ -234,10 +234,18 @@ mod tests {
         s.create("t", &record("b", 1)).unwrap();
         s.create("t", &record("a", 1)).unwrap();
         s.create("other", &record("c", 1)).unwrap();
-        assert!(matches!(s.create("t", &record("a", 1)), Err(StoreError::Exists(_))));
+        assert!(matches!(
+            s.create("t", &record("a", 1)),
+            Err(StoreError::Exists(_))
+        ));
         assert_eq!(s.get("t", "a").unwrap().unwrap().config.name, "a");
         assert!(s.get("t", "c").unwrap().is_none(), "tenants are apart");
-        let names: Vec<_> = s.list("t", None, 10).unwrap().into_iter().map(|r| r.config.name).collect();
+        let names: Vec<_> = s
+            .list("t", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.config.name)
+            .collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(s.list("t", Some("a"), 10).unwrap().len(), 1);
         s.delete("t", "a").unwrap();
@@ -250,16 +258,25 @@ mod tests {
         s.create("t", &record("f", 1)).unwrap();
         s.update("t", &record("f", 2), 1).unwrap();
         let stale = s.update("t", &record("f", 3), 1);
-        assert!(matches!(stale, Err(StoreError::StaleRevision { expected: 1, .. })));
+        assert!(matches!(
+            stale,
+            Err(StoreError::StaleRevision { expected: 1, .. })
+        ));
         assert_eq!(s.get("t", "f").unwrap().unwrap().revision, 2);
-        assert!(matches!(s.update("t", &record("g", 2), 1), Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            s.update("t", &record("g", 2), 1),
+            Err(StoreError::NotFound(_))
+        ));
     }
 
     #[test]
     fn records_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
-        SqliteStore::open(&path).unwrap().create("t", &record("f", 1)).unwrap();
+        SqliteStore::open(&path)
+            .unwrap()
+            .create("t", &record("f", 1))
+            .unwrap();
         let reopened = SqliteStore::open(&path).unwrap();
         assert_eq!(reopened.all().unwrap().len(), 1);
     }

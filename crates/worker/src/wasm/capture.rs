@@ -49,12 +49,18 @@ impl Capture {
         if data.len() > room {
             buffer.overflowed = true;
         }
-        buffer.bytes.extend_from_slice(&data[..data.len().min(room)]);
+        buffer
+            .bytes
+            .extend_from_slice(&data[..data.len().min(room)]);
     }
 }
 
 impl AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.write(data);
         Poll::Ready(Ok(data.len()))
     }

@@ -13,7 +13,9 @@
 mod capture;
 mod limits;
 
-use crate::invocation::{FunctionError, Invocation, LOG_BYTES_PER_INVOCATION_MAX, Outcome, RESPONSE_MAX_BYTES};
+use crate::invocation::{
+    FunctionError, Invocation, LOG_BYTES_PER_INVOCATION_MAX, Outcome, RESPONSE_MAX_BYTES,
+};
 use capture::Capture;
 use limits::Limits;
 use std::collections::HashMap;
@@ -23,7 +25,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, Store,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -141,7 +146,8 @@ fn is_component(wasm: &[u8]) -> bool {
 impl WasmRuntime {
     /// Starts an engine whose compiled code is cached under `cache_dir`.
     pub fn new(cache_dir: &Path) -> Result<WasmRuntime, EngineError> {
-        std::fs::create_dir_all(cache_dir).map_err(|e| EngineError::CacheDir(cache_dir.to_path_buf(), e))?;
+        std::fs::create_dir_all(cache_dir)
+            .map_err(|e| EngineError::CacheDir(cache_dir.to_path_buf(), e))?;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(INSTANCES_MAX * 2)
             .total_component_instances(INSTANCES_MAX)
@@ -160,8 +166,10 @@ impl WasmRuntime {
         let engine = Engine::new(&config).map_err(|e| EngineError::Configure(e.to_string()))?;
 
         let mut module_linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |s: &mut ModuleState| &mut s.wasi)
-            .map_err(|e| EngineError::Configure(e.to_string()))?;
+        wasmtime_wasi::p1::add_to_linker_async(&mut module_linker, |s: &mut ModuleState| {
+            &mut s.wasi
+        })
+        .map_err(|e| EngineError::Configure(e.to_string()))?;
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
             .map_err(|e| EngineError::Configure(e.to_string()))?;
@@ -192,34 +200,55 @@ impl WasmRuntime {
             return Ok(hit);
         }
         let component = is_component(wasm);
-        let path = self.cache_dir.join(format!("{sha}-{}.{}", self.compat, if component { "cwasm-component" } else { "cwasm" }));
+        let path = self.cache_dir.join(format!(
+            "{sha}-{}.{}",
+            self.compat,
+            if component {
+                "cwasm-component"
+            } else {
+                "cwasm"
+            }
+        ));
         let kind = if component {
-            let code = self.load_or_compile(&path, wasm, |e, b| Component::new(e, b).map(|c| (c.serialize(), c)), |e, p| {
-                // SAFETY: the file was written by `serialize` of this same
-                // engine build (its name carries the compatibility hash) into
-                // the platform's private data directory.
-                unsafe { Component::deserialize_file(e, p) }
-            })?;
+            let code = self.load_or_compile(
+                &path,
+                wasm,
+                |e, b| Component::new(e, b).map(|c| (c.serialize(), c)),
+                |e, p| {
+                    // SAFETY: the file was written by `serialize` of this same
+                    // engine build (its name carries the compatibility hash) into
+                    // the platform's private data directory.
+                    unsafe { Component::deserialize_file(e, p) }
+                },
+            )?;
             let pre = self
                 .component_linker
                 .instantiate_pre(&code)
                 .map_err(|e| PrepareError::NotACommand(format!("{e:#}")))?;
             let pre = CommandPre::new(pre).map_err(|e| {
-                PrepareError::NotACommand(format!("the component does not export wasi:cli/run: {e:#}"))
+                PrepareError::NotACommand(format!(
+                    "the component does not export wasi:cli/run: {e:#}"
+                ))
             })?;
             Kind::Component(pre)
         } else {
-            let code = self.load_or_compile(&path, wasm, |e, b| Module::new(e, b).map(|m| (m.serialize(), m)), |e, p| {
-                // SAFETY: as for components above.
-                unsafe { Module::deserialize_file(e, p) }
-            })?;
+            let code = self.load_or_compile(
+                &path,
+                wasm,
+                |e, b| Module::new(e, b).map(|m| (m.serialize(), m)),
+                |e, p| {
+                    // SAFETY: as for components above.
+                    unsafe { Module::deserialize_file(e, p) }
+                },
+            )?;
             let has_start = code
                 .get_export("_start")
                 .and_then(|e| e.func().cloned())
                 .is_some_and(|f| f.params().len() == 0 && f.results().len() == 0);
             if !has_start {
                 return Err(PrepareError::NotACommand(
-                    "the module exports no `_start` function; runtime wasm runs WASI commands".into(),
+                    "the module exports no `_start` function; runtime wasm runs WASI commands"
+                        .into(),
                 ));
             }
             let pre = self
@@ -228,7 +257,10 @@ impl WasmRuntime {
                 .map_err(|e| PrepareError::NotACommand(format!("{e:#}")))?;
             Kind::Module(pre)
         };
-        let prepared = Arc::new(Prepared { kind, wasm_sha256_hex: sha.clone() });
+        let prepared = Arc::new(Prepared {
+            kind,
+            wasm_sha256_hex: sha.clone(),
+        });
         self.remember(sha, prepared.clone());
         Ok(prepared)
     }
@@ -243,10 +275,13 @@ impl WasmRuntime {
         if path.exists() {
             match load(&self.engine, path) {
                 Ok(code) => return Ok(code),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "compiled code unreadable; compiling again"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "compiled code unreadable; compiling again")
+                }
             }
         }
-        let (serialized, code) = compile(&self.engine, wasm).map_err(|e| PrepareError::Invalid(format!("{e:#}")))?;
+        let (serialized, code) =
+            compile(&self.engine, wasm).map_err(|e| PrepareError::Invalid(format!("{e:#}")))?;
         if let Ok(bytes) = serialized {
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, bytes)
@@ -269,7 +304,11 @@ impl WasmRuntime {
     fn remember(&self, sha: String, prepared: Arc<Prepared>) {
         let mut cache = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
         if cache.entries.len() >= PREPARED_CACHE_MAX {
-            let oldest = cache.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+            let oldest = cache
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
             if let Some(oldest) = oldest {
                 cache.entries.remove(&oldest);
             }
@@ -294,16 +333,31 @@ impl WasmRuntime {
         let run = async {
             match &prepared.kind {
                 Kind::Module(pre) => {
-                    let state = ModuleState { wasi: wasi.build_p1(), limits };
+                    let state = ModuleState {
+                        wasi: wasi.build_p1(),
+                        limits,
+                    };
                     let mut store = new_store(&self.engine, state, |s| &mut s.limits);
                     let result = run_module(pre, &mut store).await;
-                    (result, store.data().limits.out_of_memory, store.data().limits.peak_bytes)
+                    (
+                        result,
+                        store.data().limits.out_of_memory,
+                        store.data().limits.peak_bytes,
+                    )
                 }
                 Kind::Component(pre) => {
-                    let state = ComponentState { ctx: wasi.build(), table: ResourceTable::new(), limits };
+                    let state = ComponentState {
+                        ctx: wasi.build(),
+                        table: ResourceTable::new(),
+                        limits,
+                    };
                     let mut store = new_store(&self.engine, state, |s| &mut s.limits);
                     let result = run_component(pre, &mut store).await;
-                    (result, store.data().limits.out_of_memory, store.data().limits.peak_bytes)
+                    (
+                        result,
+                        store.data().limits.out_of_memory,
+                        store.data().limits.peak_bytes,
+                    )
                 }
             }
         };
@@ -319,7 +373,9 @@ impl WasmRuntime {
                         if overflowed {
                             Err(FunctionError {
                                 error_type: "Function.ResponseSizeTooLarge".into(),
-                                message: format!("Response payload size exceeded maximum allowed payload size ({RESPONSE_MAX_BYTES} bytes)."),
+                                message: format!(
+                                    "Response payload size exceeded maximum allowed payload size ({RESPONSE_MAX_BYTES} bytes)."
+                                ),
                             })
                         } else {
                             Ok(body.into())
@@ -338,7 +394,13 @@ impl WasmRuntime {
                 (result, peak)
             }
         };
-        Outcome { result, log: log.into(), duration, init_duration: Duration::ZERO, max_memory_bytes }
+        Outcome {
+            result,
+            log: log.into(),
+            duration,
+            init_duration: Duration::ZERO,
+            max_memory_bytes,
+        }
     }
 }
 
@@ -353,7 +415,9 @@ impl Failure {
         match self {
             Failure::Exit(code) => FunctionError {
                 error_type: "Runtime.ExitError".into(),
-                message: format!("RequestId: {request_id} Error: Runtime exited with error: exit status {code}"),
+                message: format!(
+                    "RequestId: {request_id} Error: Runtime exited with error: exit status {code}"
+                ),
             },
             Failure::Trap(what) => FunctionError {
                 error_type: "Runtime.WasmTrap".into(),
@@ -394,9 +458,14 @@ fn new_store<T: 'static>(engine: &Engine, state: T, limits: fn(&mut T) -> &mut L
     store
 }
 
-async fn run_module(pre: &InstancePre<ModuleState>, store: &mut Store<ModuleState>) -> Result<(), Failure> {
+async fn run_module(
+    pre: &InstancePre<ModuleState>,
+    store: &mut Store<ModuleState>,
+) -> Result<(), Failure> {
     let instance = pre.instantiate_async(&mut *store).await.map_err(classify)?;
-    let start = instance.get_typed_func::<(), ()>(&mut *store, "_start").map_err(classify)?;
+    let start = instance
+        .get_typed_func::<(), ()>(&mut *store, "_start")
+        .map_err(classify)?;
     match start.call_async(&mut *store, ()).await {
         Ok(()) => Ok(()),
         Err(e) => match classify(e) {
@@ -406,7 +475,10 @@ async fn run_module(pre: &InstancePre<ModuleState>, store: &mut Store<ModuleStat
     }
 }
 
-async fn run_component(pre: &CommandPre<ComponentState>, store: &mut Store<ComponentState>) -> Result<(), Failure> {
+async fn run_component(
+    pre: &CommandPre<ComponentState>,
+    store: &mut Store<ComponentState>,
+) -> Result<(), Failure> {
     let command = pre.instantiate_async(&mut *store).await.map_err(classify)?;
     match command.wasi_cli_run().call_run(&mut *store).await {
         Ok(Ok(())) => Ok(()),

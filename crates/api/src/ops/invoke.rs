@@ -1,0 +1,214 @@
+//! Invoke: run a function and answer with its result, as Lambda does — a
+//! function's own failure is HTTP 200 with `X-Amz-Function-Error`.
+
+use super::function_ref;
+use crate::Platform;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use nimbus_worker::{FunctionSnapshot, Invocation, Outcome};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How much of the log `LogType=Tail` returns (Lambda's 4 KB).
+const LOG_TAIL_BYTES: usize = 4 * 1024;
+
+enum InvocationType {
+    RequestResponse,
+    Event,
+    DryRun,
+}
+
+fn invocation_type(headers: &HeaderMap) -> Result<InvocationType, ApiError> {
+    match headers
+        .get("x-amz-invocation-type")
+        .map(|v| v.to_str().unwrap_or(""))
+    {
+        None | Some("RequestResponse") => Ok(InvocationType::RequestResponse),
+        Some("Event") => Ok(InvocationType::Event),
+        Some("DryRun") => Ok(InvocationType::DryRun),
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ValidationException",
+            format!(
+                "1 validation error detected: Value '{other}' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
+            ),
+        )),
+    }
+}
+
+/// `POST /2015-03-31/functions/{FunctionName}/invocations`.
+pub async fn invoke(
+    State(platform): State<Arc<Platform>>,
+    Extension(caller): Extension<Caller>,
+    Path(label): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    payload: Bytes,
+) -> Result<Response, ApiError> {
+    let function = function_ref(&label, query.get("Qualifier").map(String::as_str))?;
+    let kind = invocation_type(&headers)?;
+    let tail = match headers
+        .get("x-amz-log-type")
+        .map(|v| v.to_str().unwrap_or(""))
+    {
+        None | Some("None") => false,
+        Some("Tail") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_parameter(format!(
+                "LogType {other:?} is not one of None, Tail"
+            )));
+        }
+    };
+    if function
+        .qualifier
+        .as_deref()
+        .is_some_and(|q| q != "$LATEST")
+    {
+        return Err(platform.function_not_found(&caller, &function));
+    }
+    let snapshot = snapshot(&platform, &caller, &function).await?;
+    match kind {
+        InvocationType::DryRun => return Ok(StatusCode::NO_CONTENT.into_response()),
+        InvocationType::Event => {
+            return Err(ApiError::invalid_parameter(
+                "InvocationType Event is not offered by this server yet: invoke with RequestResponse",
+            ));
+        }
+        InvocationType::RequestResponse => {}
+    }
+    if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            "Could not parse request body into json: the payload is not valid JSON",
+        ));
+    }
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let invocation = Invocation {
+        request_id: request_id.clone(),
+        payload,
+        environment: environment(&platform, &snapshot),
+        memory_limit_bytes: (snapshot.record.config.memory_size_mb as usize) << 20,
+        timeout: Duration::from_secs(snapshot.record.config.timeout_s.into()),
+    };
+    let outcome = platform.wasm.run(&snapshot.code, &invocation).await;
+    let log = log_text(&request_id, &snapshot, &outcome);
+    let tail_text = tail.then(|| {
+        base64::engine::general_purpose::STANDARD
+            .encode(&log[log.len().saturating_sub(LOG_TAIL_BYTES)..])
+    });
+    platform
+        .logs
+        .append(&caller.account_id, &snapshot.record.config.name, log);
+    let mut response = match outcome.result {
+        Ok(body) => (StatusCode::OK, body).into_response(),
+        Err(error) => {
+            let body =
+                serde_json::json!({ "errorMessage": error.message, "errorType": error.error_type });
+            let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+            response.headers_mut().insert(
+                "X-Amz-Function-Error",
+                HeaderValue::from_static("Unhandled"),
+            );
+            response
+        }
+    };
+    let h = response.headers_mut();
+    h.insert(
+        "X-Amz-Executed-Version",
+        HeaderValue::from_static("$LATEST"),
+    );
+    h.insert(
+        "x-amzn-RequestId",
+        HeaderValue::from_str(&request_id).map_err(ApiError::internal)?,
+    );
+    if let Some(text) = tail_text {
+        h.insert(
+            "X-Amz-Log-Result",
+            HeaderValue::from_str(&text).map_err(ApiError::internal)?,
+        );
+    }
+    Ok(response)
+}
+
+/// The worker's snapshot of the function, pulled from the store on a miss
+/// (e.g. a function whose code could not be prepared at start-up).
+async fn snapshot(
+    platform: &Arc<Platform>,
+    caller: &Caller,
+    function: &nimbus_control::validate::FunctionRef,
+) -> Result<Arc<FunctionSnapshot>, ApiError> {
+    if let Some(held) = platform.snapshots.get(&caller.account_id, &function.name) {
+        return Ok(held);
+    }
+    let (worker, tenant, name) = (
+        platform.clone(),
+        caller.account_id.clone(),
+        function.name.clone(),
+    );
+    let pulled = super::blocking(move || match worker.store.get(&tenant, &name)? {
+        None => Ok(None),
+        Some(record) => worker.install(&tenant, record).map(Some),
+    })
+    .await?;
+    pulled.ok_or_else(|| platform.function_not_found(caller, function))
+}
+
+/// The function's variables plus the ones Lambda reserves.
+fn environment(platform: &Platform, snapshot: &FunctionSnapshot) -> Vec<(String, String)> {
+    let c = &snapshot.record.config;
+    let mut env: Vec<(String, String)> = c
+        .environment
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let reserved = [
+        ("AWS_LAMBDA_FUNCTION_NAME", c.name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            c.memory_size_mb.to_string(),
+        ),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/{}", c.name),
+        ),
+        ("AWS_REGION", platform.region.clone()),
+        ("AWS_DEFAULT_REGION", platform.region.clone()),
+        ("AWS_EXECUTION_ENV", "nimbus_wasm".to_string()),
+        ("_HANDLER", c.handler.clone().unwrap_or_default()),
+        ("TZ", ":UTC".to_string()),
+    ];
+    env.retain(|(k, _)| !reserved.iter().any(|(r, _)| r == k));
+    env.extend(reserved.into_iter().map(|(k, v)| (k.to_string(), v)));
+    env
+}
+
+/// The invocation's log as Lambda frames it.
+fn log_text(request_id: &str, snapshot: &FunctionSnapshot, outcome: &Outcome) -> Vec<u8> {
+    let mut log = format!("START RequestId: {request_id} Version: $LATEST\n").into_bytes();
+    log.extend_from_slice(&outcome.log);
+    if !outcome.log.is_empty() && !outcome.log.ends_with(b"\n") {
+        log.push(b'\n');
+    }
+    if let Err(e) = &outcome.result {
+        log.extend_from_slice(format!("{}: {}\n", e.error_type, e.message).as_bytes());
+    }
+    let ms = outcome.duration.as_secs_f64() * 1000.0;
+    log.extend_from_slice(
+        format!(
+            "END RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB\t\n",
+            ms.ceil().max(1.0) as u64,
+            snapshot.record.config.memory_size_mb,
+            outcome.max_memory_bytes.div_ceil(1 << 20),
+        )
+        .as_bytes(),
+    );
+    log
+}

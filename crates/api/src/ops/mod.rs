@@ -1,0 +1,74 @@
+//! One module per operation family of the Lambda API.
+
+pub mod account;
+pub mod functions;
+pub mod invoke;
+pub mod logs;
+
+use crate::error::ApiError;
+use crate::shapes::ArnContext;
+use crate::{Platform, auth::Caller};
+use nimbus_control::validate::{self, FunctionRef};
+use serde::de::DeserializeOwned;
+
+/// Parses a JSON request body, naming the member that did not fit.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body = if body.is_empty() {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::invalid_content(format!("Could not parse request body into json: {inner}"))
+        } else {
+            ApiError::invalid_content(format!(
+                "Could not parse request body into json: member {path}: {inner}"
+            ))
+        }
+    })
+}
+
+/// Parses the `{FunctionName}` label of a path, with an optional `Qualifier`
+/// from the query; only `$LATEST` exists until versions arrive.
+pub fn function_ref(label: &str, qualifier: Option<&str>) -> Result<FunctionRef, ApiError> {
+    let mut function = validate::function_ref(label)?;
+    if let Some(q) = qualifier.filter(|q| !q.is_empty()) {
+        if function.qualifier.as_deref().is_some_and(|held| held != q) {
+            return Err(ApiError::invalid_parameter(format!(
+                "The qualifier {q:?} conflicts with the one in the function name {label:?}"
+            )));
+        }
+        function.qualifier = Some(q.to_string());
+    }
+    Ok(function)
+}
+
+impl Platform {
+    fn arn<'a>(&'a self, caller: &'a Caller) -> ArnContext<'a> {
+        ArnContext {
+            region: &self.region,
+            account: &caller.account_id,
+        }
+    }
+
+    fn function_not_found(&self, caller: &Caller, function: &FunctionRef) -> ApiError {
+        let mut arn = self.arn(caller).function_arn(&function.name);
+        if let Some(q) = &function.qualifier {
+            arn = format!("{arn}:{q}");
+        }
+        ApiError::not_found(format!("Function not found: {arn}"))
+    }
+}
+
+/// Runs blocking work (SQLite, disk, compilation) off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(ApiError::internal)?
+}

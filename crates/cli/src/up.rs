@@ -1,0 +1,68 @@
+//! `nimbus up` and `nimbus env`.
+
+use crate::ServerArgs;
+use crate::credentials;
+use anyhow::Context as _;
+use nimbus_api::{Platform, PlatformConfig};
+
+/// Runs the platform until SIGINT or SIGTERM, then drains in-flight requests.
+pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let root = credentials::root(&args.data_dir)?;
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("listen on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        let platform = Platform::open(PlatformConfig {
+            data_dir: args.data_dir.clone(),
+            region: args.region.clone(),
+            root: root.clone(),
+        })
+        .with_context(|| format!("open data directory {}", args.data_dir.display()))?;
+        println!("nimbus is up: http://{address}");
+        println!("  data dir       {}", args.data_dir.display());
+        println!("  region         {}", args.region);
+        println!("  access key id  {}", root.access_key_id);
+        println!("  secret key     {}", root.secret_access_key);
+        println!("point the AWS tools here with:  eval \"$(nimbus env)\"");
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        nimbus_api::serve(listener, platform, shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Prints the environment the AWS tools (and `nimbus`' own client
+/// subcommands) need to talk to this platform.
+pub fn print_env(args: &ServerArgs) -> anyhow::Result<()> {
+    let root = credentials::root(&args.data_dir)?;
+    println!("export AWS_ENDPOINT_URL=http://{}", args.listen);
+    println!("export AWS_ACCESS_KEY_ID={}", root.access_key_id);
+    println!("export AWS_SECRET_ACCESS_KEY={}", root.secret_access_key);
+    println!("export AWS_REGION={}", args.region);
+    println!("export AWS_DEFAULT_REGION={}", args.region);
+    Ok(())
+}
