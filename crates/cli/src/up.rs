@@ -24,14 +24,18 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             root: root.clone(),
         })
         .with_context(|| format!("open data directory {}", args.data_dir.display()))?;
-        println!("nimbus is up: http://{address}");
-        println!("  data dir       {}", args.data_dir.display());
-        println!("  region         {}", args.region);
-        println!("  access key id  {}", root.access_key_id);
-        println!("  secret key     {}", root.secret_access_key);
-        println!("point the AWS tools here with:  eval \"$(nimbus env)\"");
+        // One write, whose failure (say, stdout closed by `| head -1`) is not
+        // fatal: the banner is for people, the server is what matters.
+        let banner = format!(
+            "nimbus is up: http://{address}\n  data dir       {}\n  region         {}\n  access key id  {}\n  secret key     {}\npoint the AWS tools here with:  eval \"$(nimbus env)\"\n",
+            args.data_dir.display(),
+            args.region,
+            root.access_key_id,
+            root.secret_access_key
+        );
         use std::io::Write as _;
-        std::io::stdout().flush()?;
+        let mut stdout = std::io::stdout();
+        let _ = stdout.write_all(banner.as_bytes()).and_then(|()| stdout.flush());
         nimbus_api::serve(listener, platform, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
