@@ -13,9 +13,12 @@ mod ops;
 pub mod routes;
 pub mod shapes;
 
-use nimbus_control::{ArtifactStore, FunctionRecord, FunctionStore, SqliteStore};
+use nimbus_control::{
+    AliasRecord, ArtifactStore, FunctionRecord, FunctionStore, SqliteStore, VersionRecord,
+};
 use nimbus_worker::logs::LogBook;
-use nimbus_worker::{FunctionSnapshot, Snapshots, WasmRuntime};
+use nimbus_worker::snapshot::{AliasRoute, LATEST};
+use nimbus_worker::{FunctionSnapshot, Prepared, Snapshots, WasmRuntime};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -83,39 +86,86 @@ impl Platform {
         Ok(Arc::new(platform))
     }
 
-    /// Prepares every stored function so the first invocation finds it hot.
-    /// A function whose code cannot be prepared is reported and left to be
-    /// retried (and reported to the caller) at its first invocation.
+    /// Prepares every stored function version and loads every alias route,
+    /// so the first invocation finds them hot. A version whose code cannot be
+    /// prepared is reported and left to be retried (and reported to the
+    /// caller) at its first invocation.
     fn load_snapshots(&self) -> Result<(), OpenError> {
         for (tenant, record) in self.store.all()? {
             if let Err(e) = self.install(&tenant, record.clone()) {
                 tracing::error!(function = %record.config.name, error = %e.message, "cannot prepare stored function");
             }
         }
+        for (tenant, name, version) in self.store.all_versions()? {
+            if let Err(e) = self.install_version(&tenant, &version) {
+                tracing::error!(function = %name, version = version.version, error = %e.message, "cannot prepare stored version");
+            }
+        }
+        for (tenant, name, alias) in self.store.all_aliases()? {
+            self.install_alias(&tenant, &name, &alias);
+        }
         Ok(())
     }
 
-    /// Builds the snapshot of `record` (reading and preparing its code) and
-    /// installs it on the worker. Blocking: call off the async threads.
+    fn prepare(
+        &self,
+        code_sha256_hex: &str,
+        handler: Option<&str>,
+    ) -> Result<Arc<Prepared>, ApiError> {
+        let package = self
+            .artifacts
+            .get(code_sha256_hex)
+            .map_err(ApiError::internal)?;
+        let wasm = nimbus_control::package::wasm_code(&package, handler)?;
+        Ok(self.wasm.prepare(&wasm)?)
+    }
+
+    /// Builds the `$LATEST` snapshot of `record` (reading and preparing its
+    /// code) and installs it on the worker. Blocking: call off the async threads.
     fn install(
         &self,
         tenant: &str,
         record: FunctionRecord,
     ) -> Result<Arc<FunctionSnapshot>, ApiError> {
-        let package = self
-            .artifacts
-            .get(&record.code_sha256_hex)
-            .map_err(ApiError::internal)?;
-        let wasm = nimbus_control::package::wasm_code(&package, record.config.handler.as_deref())?;
-        let code = self.wasm.prepare(&wasm)?;
-        self.snapshots.install(FunctionSnapshot {
+        let code = self.prepare(&record.code_sha256_hex, record.config.handler.as_deref())?;
+        Ok(self.snapshots.install(FunctionSnapshot {
             tenant: tenant.to_string(),
-            record: record.clone(),
+            name: record.config.name.clone(),
+            version: LATEST.to_string(),
+            revision: record.revision,
+            config: record.config,
+            code_sha256_hex: record.code_sha256_hex,
             code,
-        });
+        }))
+    }
+
+    /// Installs the snapshot of a published version. Blocking.
+    fn install_version(
+        &self,
+        tenant: &str,
+        version: &VersionRecord,
+    ) -> Result<Arc<FunctionSnapshot>, ApiError> {
+        let code = self.prepare(&version.code_sha256_hex, version.config.handler.as_deref())?;
+        Ok(self.snapshots.install(FunctionSnapshot {
+            tenant: tenant.to_string(),
+            name: version.config.name.clone(),
+            version: version.version.to_string(),
+            revision: 0,
+            config: version.config.clone(),
+            code_sha256_hex: version.code_sha256_hex.clone(),
+            code,
+        }))
+    }
+
+    /// Installs an alias' route on the worker.
+    fn install_alias(&self, tenant: &str, function: &str, alias: &AliasRecord) {
+        let route = AliasRoute {
+            revision: alias.revision,
+            primary: alias.function_version.clone(),
+            additional: alias.additional_version.clone(),
+        };
         self.snapshots
-            .get(tenant, &record.config.name)
-            .ok_or_else(|| ApiError::internal("snapshot vanished while installing"))
+            .install_alias(tenant, function, &alias.name, route);
     }
 
     /// The region this platform speaks for.

@@ -6,7 +6,8 @@
 use crate::Platform;
 use crate::auth::authenticate;
 use crate::error::ApiError;
-use crate::ops::{account, functions, invoke, logs};
+use crate::ops::functions::{read, update};
+use crate::ops::{account, aliases, functions, invoke, logs, tags, versions};
 use axum::Router;
 use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -422,11 +423,21 @@ fn handler(operation: &str, filter: MethodFilter) -> MethodRouter<Arc<Platform>>
     match operation {
         "CreateFunction" => on(filter, functions::create),
         "ListFunctions" => on(filter, functions::list),
-        "GetFunction" => on(filter, functions::get),
+        "GetFunction" => on(filter, read::get),
         "DeleteFunction" => on(filter, functions::delete),
-        "GetFunctionConfiguration" => on(filter, functions::get_configuration),
-        "UpdateFunctionConfiguration" => on(filter, functions::update_configuration),
-        "UpdateFunctionCode" => on(filter, functions::update_code),
+        "GetFunctionConfiguration" => on(filter, read::get_configuration),
+        "UpdateFunctionConfiguration" => on(filter, update::update_configuration),
+        "UpdateFunctionCode" => on(filter, update::update_code),
+        "PublishVersion" => on(filter, versions::publish_version),
+        "ListVersionsByFunction" => on(filter, versions::list_versions),
+        "CreateAlias" => on(filter, aliases::create),
+        "GetAlias" => on(filter, aliases::get),
+        "UpdateAlias" => on(filter, aliases::update),
+        "DeleteAlias" => on(filter, aliases::delete),
+        "ListAliases" => on(filter, aliases::list),
+        "TagResource" => on(filter, tags::tag),
+        "UntagResource" => on(filter, tags::untag),
+        "ListTags" => on(filter, tags::list),
         "Invoke" => on(filter, invoke::invoke),
         "GetAccountSettings" => on(filter, account::get_account_settings),
         "GetFunctionLogs" => on(filter, logs::tail),

@@ -14,5 +14,5 @@ pub mod store;
 pub mod validate;
 
 pub use artifacts::ArtifactStore;
-pub use model::{FunctionConfig, FunctionRecord, Runtime};
+pub use model::{AliasRecord, FunctionConfig, FunctionRecord, Runtime, VersionRecord};
 pub use store::{FunctionStore, SqliteStore, StoreError};

@@ -79,15 +79,70 @@ pub struct FunctionRecord {
     pub code_size: u64,
     /// Time of the last change, as Lambda formats it (`2026-11-25T06:15:37.000+0000`).
     pub last_modified: String,
+    /// The number of the last version published (0: none yet). Versions are
+    /// numbered 1, 2, … per function and a number is never reused, even
+    /// after its version is deleted.
+    #[serde(default)]
+    pub last_version: u64,
+    /// The function's tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 impl FunctionRecord {
     /// `CodeSha256` as Lambda reports it: the base64 of the package's SHA-256.
     pub fn code_sha256_base64(&self) -> String {
-        use base64::Engine as _;
-        let raw = hex::decode(&self.code_sha256_hex).unwrap_or_default();
-        base64::engine::general_purpose::STANDARD.encode(raw)
+        base64_of_hex(&self.code_sha256_hex)
     }
+}
+
+impl VersionRecord {
+    /// `CodeSha256` as Lambda reports it.
+    pub fn code_sha256_base64(&self) -> String {
+        base64_of_hex(&self.code_sha256_hex)
+    }
+}
+
+fn base64_of_hex(hex_digest: &str) -> String {
+    use base64::Engine as _;
+    let raw = hex::decode(hex_digest).unwrap_or_default();
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+/// An immutable snapshot of a function's code and configuration, published
+/// as version `version`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// The version's number.
+    pub version: u64,
+    /// The configuration as it was at publication (with the version's own
+    /// description).
+    pub config: FunctionConfig,
+    /// Hex SHA-256 of the package.
+    pub code_sha256_hex: String,
+    /// Size in bytes of the package.
+    pub code_size: u64,
+    /// Lambda's `RevisionId` of the version.
+    pub revision_id: String,
+    /// Publication time.
+    pub last_modified: String,
+}
+
+/// A named pointer to a version, optionally splitting traffic with a second.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    /// The alias' name (not all digits, so it never reads as a version).
+    pub name: String,
+    /// The version it points to: a number or `$LATEST`.
+    pub function_version: String,
+    /// Free text.
+    pub description: String,
+    /// A second version and the share of invocations (0.0–1.0) it gets.
+    pub additional_version: Option<(String, f64)>,
+    /// Monotonic revision; updates are compare-and-set on it.
+    pub revision: u64,
+    /// Lambda's `RevisionId`.
+    pub revision_id: String,
 }
 
 /// Formats a time the way Lambda's `LastModified` does.

@@ -2,6 +2,7 @@
 //! function's own failure is HTTP 200 with `X-Amz-Function-Error`.
 
 use super::function_ref;
+use super::resolve::{Qualifier, qualifier};
 use crate::Platform;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -10,6 +11,8 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use nimbus_control::validate::FunctionRef;
+use nimbus_worker::snapshot::LATEST;
 use nimbus_worker::{FunctionSnapshot, Invocation, Outcome};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,14 +68,15 @@ pub async fn invoke(
             )));
         }
     };
-    if function
-        .qualifier
-        .as_deref()
-        .is_some_and(|q| q != "$LATEST")
-    {
-        return Err(platform.function_not_found(&caller, &function));
+    let version = route(&platform, &caller, &function)?;
+    let snapshot = snapshot(&platform, &caller, &function, &version).await?;
+    if snapshot.version != version {
+        // Invariant: an invocation runs exactly the version it was routed to.
+        return Err(ApiError::internal(format!(
+            "routed to version {version} but the worker holds {}",
+            snapshot.version
+        )));
     }
-    let snapshot = snapshot(&platform, &caller, &function).await?;
     match kind {
         InvocationType::DryRun => return Ok(StatusCode::NO_CONTENT.into_response()),
         InvocationType::Event => {
@@ -94,8 +98,8 @@ pub async fn invoke(
         request_id: request_id.clone(),
         payload,
         environment: environment(&platform, &snapshot),
-        memory_limit_bytes: (snapshot.record.config.memory_size_mb as usize) << 20,
-        timeout: Duration::from_secs(snapshot.record.config.timeout_s.into()),
+        memory_limit_bytes: (snapshot.config.memory_size_mb as usize) << 20,
+        timeout: Duration::from_secs(snapshot.config.timeout_s.into()),
     };
     let outcome = platform.wasm.run(&snapshot.code, &invocation).await;
     let log = log_text(&request_id, &snapshot, &outcome);
@@ -105,7 +109,7 @@ pub async fn invoke(
     });
     platform
         .logs
-        .append(&caller.account_id, &snapshot.record.config.name, log);
+        .append(&caller.account_id, &snapshot.name, log);
     let mut response = match outcome.result {
         Ok(body) => (StatusCode::OK, body).into_response(),
         Err(error) => {
@@ -122,7 +126,7 @@ pub async fn invoke(
     let h = response.headers_mut();
     h.insert(
         "X-Amz-Executed-Version",
-        HeaderValue::from_static("$LATEST"),
+        HeaderValue::from_str(&snapshot.version).map_err(ApiError::internal)?,
     );
     h.insert(
         "x-amzn-RequestId",
@@ -137,14 +141,33 @@ pub async fn invoke(
     Ok(response)
 }
 
-/// The worker's snapshot of the function, pulled from the store on a miss
-/// (e.g. a function whose code could not be prepared at start-up).
+/// The exact version this invocation runs: the one named, or for an alias
+/// a draw between its versions by their weights.
+fn route(platform: &Platform, caller: &Caller, function: &FunctionRef) -> Result<String, ApiError> {
+    Ok(match qualifier(function.qualifier.as_deref())? {
+        Qualifier::Latest => LATEST.to_string(),
+        Qualifier::Version(n) => n.to_string(),
+        Qualifier::Alias(alias) => platform
+            .snapshots
+            .alias(&caller.account_id, &function.name, &alias)
+            .ok_or_else(|| platform.function_not_found(caller, function))?
+            .pick(fastrand::f64())
+            .to_string(),
+    })
+}
+
+/// The worker's snapshot of one version, pulled from the store on a miss
+/// (e.g. a version whose code could not be prepared at start-up).
 async fn snapshot(
     platform: &Arc<Platform>,
     caller: &Caller,
-    function: &nimbus_control::validate::FunctionRef,
+    function: &FunctionRef,
+    version: &str,
 ) -> Result<Arc<FunctionSnapshot>, ApiError> {
-    if let Some(held) = platform.snapshots.get(&caller.account_id, &function.name) {
+    if let Some(held) = platform
+        .snapshots
+        .get(&caller.account_id, &function.name, version)
+    {
         return Ok(held);
     }
     let (worker, tenant, name) = (
@@ -152,9 +175,16 @@ async fn snapshot(
         caller.account_id.clone(),
         function.name.clone(),
     );
-    let pulled = super::blocking(move || match worker.store.get(&tenant, &name)? {
-        None => Ok(None),
-        Some(record) => worker.install(&tenant, record).map(Some),
+    let number: Option<u64> = version.parse().ok();
+    let pulled = super::blocking(move || match number {
+        None => match worker.store.get(&tenant, &name)? {
+            None => Ok(None),
+            Some(record) => worker.install(&tenant, record).map(Some),
+        },
+        Some(n) => match worker.store.get_version(&tenant, &name, n)? {
+            None => Ok(None),
+            Some(record) => worker.install_version(&tenant, &record).map(Some),
+        },
     })
     .await?;
     pulled.ok_or_else(|| platform.function_not_found(caller, function))
@@ -162,7 +192,7 @@ async fn snapshot(
 
 /// The function's variables plus the ones Lambda reserves.
 fn environment(platform: &Platform, snapshot: &FunctionSnapshot) -> Vec<(String, String)> {
-    let c = &snapshot.record.config;
+    let c = &snapshot.config;
     let mut env: Vec<(String, String)> = c
         .environment
         .iter()
@@ -170,7 +200,7 @@ fn environment(platform: &Platform, snapshot: &FunctionSnapshot) -> Vec<(String,
         .collect();
     let reserved = [
         ("AWS_LAMBDA_FUNCTION_NAME", c.name.clone()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", snapshot.version.clone()),
         (
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
             c.memory_size_mb.to_string(),
@@ -192,7 +222,11 @@ fn environment(platform: &Platform, snapshot: &FunctionSnapshot) -> Vec<(String,
 
 /// The invocation's log as Lambda frames it.
 fn log_text(request_id: &str, snapshot: &FunctionSnapshot, outcome: &Outcome) -> Vec<u8> {
-    let mut log = format!("START RequestId: {request_id} Version: $LATEST\n").into_bytes();
+    let mut log = format!(
+        "START RequestId: {request_id} Version: {}\n",
+        snapshot.version
+    )
+    .into_bytes();
     log.extend_from_slice(&outcome.log);
     if !outcome.log.is_empty() && !outcome.log.ends_with(b"\n") {
         log.push(b'\n');
@@ -205,7 +239,7 @@ fn log_text(request_id: &str, snapshot: &FunctionSnapshot, outcome: &Outcome) ->
         format!(
             "END RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: {ms:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB\t\n",
             ms.ceil().max(1.0) as u64,
-            snapshot.record.config.memory_size_mb,
+            snapshot.config.memory_size_mb,
             outcome.max_memory_bytes.div_ceil(1 << 20),
         )
         .as_bytes(),

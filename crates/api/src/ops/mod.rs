@@ -1,9 +1,13 @@
 //! One module per operation family of the Lambda API.
 
 pub mod account;
+pub mod aliases;
 pub mod functions;
 pub mod invoke;
 pub mod logs;
+pub mod resolve;
+pub mod tags;
+pub mod versions;
 
 use crate::error::ApiError;
 use crate::shapes::ArnContext;
@@ -33,7 +37,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Parses the `{FunctionName}` label of a path, with an optional `Qualifier`
-/// from the query; only `$LATEST` exists until versions arrive.
+/// from the query.
 pub fn function_ref(label: &str, qualifier: Option<&str>) -> Result<FunctionRef, ApiError> {
     let mut function = validate::function_ref(label)?;
     if let Some(q) = qualifier.filter(|q| !q.is_empty()) {
@@ -62,6 +66,12 @@ impl Platform {
         }
         ApiError::not_found(format!("Function not found: {arn}"))
     }
+}
+
+/// Decodes a percent-encoded query value (`+` is a space, as forms have it).
+pub fn sigv4_decode(value: &str) -> String {
+    let spaced = value.replace('+', " ");
+    String::from_utf8_lossy(&crate::auth::sigv4::percent_decode(&spaced)).into_owned()
 }
 
 /// Runs blocking work (SQLite, disk, compilation) off the async threads.

@@ -10,7 +10,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::model::FunctionRecord;
+use crate::model::{AliasRecord, FunctionRecord, VersionRecord};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,33 @@ pub enum StoreError {
         /// The revision the caller expected.
         expected: u64,
     },
+    /// The version does not exist.
+    #[error("version {version} of function {name} does not exist")]
+    VersionNotFound {
+        /// The function's name.
+        name: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// A version cannot be deleted while an alias routes to it.
+    #[error("version {version} of function {name} is in use by alias {alias}")]
+    VersionInUse {
+        /// The function's name.
+        name: String,
+        /// The version.
+        version: u64,
+        /// An alias that routes to it.
+        alias: String,
+    },
+    /// An alias with that name exists already.
+    #[error("alias {0} already exists")]
+    AliasExists(String),
+    /// The alias does not exist.
+    #[error("alias {0} does not exist")]
+    AliasNotFound(String),
+    /// The alias changed since the caller read it.
+    #[error("alias {0} is at another revision than expected")]
+    StaleAlias(String),
     /// The storage engine failed.
     #[error("store engine: {0}")]
     Engine(String),
@@ -69,6 +96,81 @@ pub trait FunctionStore: Send + Sync {
         expected_revision: u64,
     ) -> Result<(), StoreError>;
 
-    /// Removes a record; fails with [`StoreError::NotFound`] if absent.
+    /// Removes a record with its versions and aliases; fails with
+    /// [`StoreError::NotFound`] if absent.
     fn delete(&self, tenant: &str, name: &str) -> Result<(), StoreError>;
+
+    /// Commits a new version and the function record that counts it, both or
+    /// neither, if the function is still at `expected_revision`.
+    fn publish_version(
+        &self,
+        tenant: &str,
+        function: &FunctionRecord,
+        expected_revision: u64,
+        version: &VersionRecord,
+    ) -> Result<(), StoreError>;
+
+    /// Reads one version.
+    fn get_version(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<VersionRecord>, StoreError>;
+
+    /// Lists up to `limit` versions in ascending order, after `after`.
+    fn list_versions(
+        &self,
+        tenant: &str,
+        name: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, StoreError>;
+
+    /// Every version of every function, for loading snapshots at start-up.
+    fn all_versions(&self) -> Result<Vec<(String, String, VersionRecord)>, StoreError>;
+
+    /// Removes a version unless an alias routes to it.
+    fn delete_version(&self, tenant: &str, name: &str, version: u64) -> Result<(), StoreError>;
+
+    /// Creates an alias; every version it routes to must exist.
+    fn create_alias(
+        &self,
+        tenant: &str,
+        function: &str,
+        alias: &AliasRecord,
+    ) -> Result<(), StoreError>;
+
+    /// Reads one alias.
+    fn get_alias(
+        &self,
+        tenant: &str,
+        function: &str,
+        alias: &str,
+    ) -> Result<Option<AliasRecord>, StoreError>;
+
+    /// Lists up to `limit` aliases in name order, after `after`.
+    fn list_aliases(
+        &self,
+        tenant: &str,
+        function: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AliasRecord>, StoreError>;
+
+    /// Replaces an alias if it is still at `expected_revision`; every
+    /// version it routes to must exist.
+    fn update_alias(
+        &self,
+        tenant: &str,
+        function: &str,
+        alias: &AliasRecord,
+        expected_revision: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Every alias of every function, for loading routes at start-up.
+    fn all_aliases(&self) -> Result<Vec<(String, String, AliasRecord)>, StoreError>;
+
+    /// Removes an alias; fails with [`StoreError::AliasNotFound`] if absent.
+    fn delete_alias(&self, tenant: &str, function: &str, alias: &str) -> Result<(), StoreError>;
 }

@@ -1,8 +1,11 @@
 //! The embedded store: SQLite in WAL mode with `synchronous=FULL`, so a
 //! committed write survives power loss, not just a process crash.
 
+mod aliases;
+mod versions;
+
 use super::{FunctionStore, StoreError};
-use crate::model::FunctionRecord;
+use crate::model::{AliasRecord, FunctionRecord, VersionRecord};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
@@ -17,7 +20,7 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
-fn engine(e: rusqlite::Error) -> StoreError {
+pub(super) fn engine(e: rusqlite::Error) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
@@ -38,6 +41,21 @@ impl SqliteStore {
                 revision INTEGER NOT NULL,
                 record   TEXT    NOT NULL,
                 PRIMARY KEY (tenant, name)
+            );
+            CREATE TABLE IF NOT EXISTS versions (
+                tenant   TEXT    NOT NULL,
+                name     TEXT    NOT NULL,
+                version  INTEGER NOT NULL,
+                record   TEXT    NOT NULL,
+                PRIMARY KEY (tenant, name, version)
+            );
+            CREATE TABLE IF NOT EXISTS aliases (
+                tenant   TEXT    NOT NULL,
+                name     TEXT    NOT NULL,
+                alias    TEXT    NOT NULL,
+                revision INTEGER NOT NULL,
+                record   TEXT    NOT NULL,
+                PRIMARY KEY (tenant, name, alias)
             );",
         )
         .map_err(engine)?;
@@ -53,11 +71,14 @@ impl SqliteStore {
     }
 }
 
-fn encode(record: &FunctionRecord) -> Result<String, StoreError> {
+pub(super) fn encode<T: serde::Serialize>(record: &T) -> Result<String, StoreError> {
     serde_json::to_string(record).map_err(|e| StoreError::Engine(e.to_string()))
 }
 
-fn decode(name: &str, text: &str) -> Result<FunctionRecord, StoreError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(
+    name: &str,
+    text: &str,
+) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Damaged {
         name: name.to_string(),
         reason: e.to_string(),
@@ -182,8 +203,9 @@ impl FunctionStore for SqliteStore {
     }
 
     fn delete(&self, tenant: &str, name: &str) -> Result<(), StoreError> {
-        let removed = self
-            .conn()
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(engine)?;
+        let removed = tx
             .execute(
                 "DELETE FROM functions WHERE tenant = ?1 AND name = ?2",
                 params![tenant, name],
@@ -192,7 +214,103 @@ impl FunctionStore for SqliteStore {
         if removed == 0 {
             return Err(StoreError::NotFound(name.to_string()));
         }
-        Ok(())
+        for table in ["versions", "aliases"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE tenant = ?1 AND name = ?2"),
+                params![tenant, name],
+            )
+            .map_err(engine)?;
+        }
+        tx.commit().map_err(engine)
+    }
+
+    fn publish_version(
+        &self,
+        tenant: &str,
+        function: &FunctionRecord,
+        expected_revision: u64,
+        version: &VersionRecord,
+    ) -> Result<(), StoreError> {
+        versions::publish(
+            &mut self.conn(),
+            tenant,
+            function,
+            expected_revision,
+            version,
+        )
+    }
+
+    fn get_version(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<VersionRecord>, StoreError> {
+        versions::get(&self.conn(), tenant, name, version)
+    }
+
+    fn list_versions(
+        &self,
+        tenant: &str,
+        name: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, StoreError> {
+        versions::list(&self.conn(), tenant, name, after, limit)
+    }
+
+    fn all_versions(&self) -> Result<Vec<(String, String, VersionRecord)>, StoreError> {
+        versions::all(&self.conn())
+    }
+
+    fn delete_version(&self, tenant: &str, name: &str, version: u64) -> Result<(), StoreError> {
+        versions::delete(&mut self.conn(), tenant, name, version)
+    }
+
+    fn create_alias(
+        &self,
+        tenant: &str,
+        function: &str,
+        alias: &AliasRecord,
+    ) -> Result<(), StoreError> {
+        aliases::create(&mut self.conn(), tenant, function, alias)
+    }
+
+    fn get_alias(
+        &self,
+        tenant: &str,
+        function: &str,
+        alias: &str,
+    ) -> Result<Option<AliasRecord>, StoreError> {
+        aliases::get(&self.conn(), tenant, function, alias)
+    }
+
+    fn list_aliases(
+        &self,
+        tenant: &str,
+        function: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AliasRecord>, StoreError> {
+        aliases::list(&self.conn(), tenant, function, after, limit)
+    }
+
+    fn update_alias(
+        &self,
+        tenant: &str,
+        function: &str,
+        alias: &AliasRecord,
+        expected_revision: u64,
+    ) -> Result<(), StoreError> {
+        aliases::update(&mut self.conn(), tenant, function, alias, expected_revision)
+    }
+
+    fn all_aliases(&self) -> Result<Vec<(String, String, AliasRecord)>, StoreError> {
+        aliases::all(&self.conn())
+    }
+
+    fn delete_alias(&self, tenant: &str, function: &str, alias: &str) -> Result<(), StoreError> {
+        aliases::delete(&self.conn(), tenant, function, alias)
     }
 }
 
@@ -219,6 +337,8 @@ mod tests {
             code_sha256_hex: "00".repeat(32),
             code_size: 1,
             last_modified: String::new(),
+            last_version: 0,
+            tags: Default::default(),
         }
     }
 
@@ -279,5 +399,79 @@ mod tests {
             .unwrap();
         let reopened = SqliteStore::open(&path).unwrap();
         assert_eq!(reopened.all().unwrap().len(), 1);
+    }
+
+    fn version(function: &FunctionRecord, n: u64) -> VersionRecord {
+        VersionRecord {
+            version: n,
+            config: function.config.clone(),
+            code_sha256_hex: function.code_sha256_hex.clone(),
+            code_size: function.code_size,
+            revision_id: format!("v{n}"),
+            last_modified: String::new(),
+        }
+    }
+
+    fn alias(name: &str, to: &str, extra: Option<(&str, f64)>, revision: u64) -> AliasRecord {
+        AliasRecord {
+            name: name.into(),
+            function_version: to.into(),
+            description: String::new(),
+            additional_version: extra.map(|(v, w)| (v.to_string(), w)),
+            revision,
+            revision_id: format!("a{revision}"),
+        }
+    }
+
+    #[test]
+    fn publishing_counts_versions_by_compare_and_set() {
+        let (_dir, s) = store();
+        let f = record("f", 1);
+        s.create("t", &f).unwrap();
+        let mut next = f.clone();
+        next.revision = 2;
+        next.last_version = 1;
+        s.publish_version("t", &next, 1, &version(&f, 1)).unwrap();
+        let stale = s.publish_version("t", &next, 1, &version(&f, 2));
+        assert!(matches!(stale, Err(StoreError::StaleRevision { .. })));
+        assert!(
+            s.get_version("t", "f", 2).unwrap().is_none(),
+            "a failed publish leaves no version"
+        );
+        assert_eq!(s.get("t", "f").unwrap().unwrap().last_version, 1);
+        assert_eq!(s.list_versions("t", "f", None, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn aliases_route_only_to_existing_versions_and_pin_them() {
+        let (_dir, s) = store();
+        let f = record("f", 1);
+        s.create("t", &f).unwrap();
+        let mut next = f.clone();
+        next.revision = 2;
+        s.publish_version("t", &next, 1, &version(&f, 1)).unwrap();
+        let missing = s.create_alias("t", "f", &alias("live", "2", None, 1));
+        assert!(matches!(missing, Err(StoreError::VersionNotFound { .. })));
+        s.create_alias("t", "f", &alias("live", "1", Some(("$LATEST", 0.1)), 1))
+            .unwrap();
+        assert!(matches!(
+            s.create_alias("t", "f", &alias("live", "1", None, 1)),
+            Err(StoreError::AliasExists(_))
+        ));
+        assert!(matches!(
+            s.delete_version("t", "f", 1),
+            Err(StoreError::VersionInUse { .. })
+        ));
+        s.update_alias("t", "f", &alias("live", "$LATEST", None, 2), 1)
+            .unwrap();
+        let stale = s.update_alias("t", "f", &alias("live", "1", None, 3), 1);
+        assert!(matches!(stale, Err(StoreError::StaleAlias(_))));
+        s.delete_version("t", "f", 1).unwrap();
+        s.delete("t", "f").unwrap();
+        assert!(
+            s.list_aliases("t", "f", None, 10).unwrap().is_empty(),
+            "aliases go with the function"
+        );
+        assert!(s.all_versions().unwrap().is_empty());
     }
 }
