@@ -494,6 +494,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
     }
     router
         .fallback(unknown_operation)
+        .method_not_allowed_fallback(unknown_operation)
         .layer(axum::middleware::from_fn_with_state(
             platform.clone(),
             authenticate,

@@ -75,7 +75,17 @@ pub fn wasm_code(package: &[u8], handler: Option<&str>) -> Result<Vec<u8>, Packa
             }
         }
     };
-    read_entry(&mut archive, wanted, UNZIPPED_SIZE_MAX_BYTES)
+    // Inflate every entry, not only the one wanted: headers may lie about
+    // sizes, and only inflating (with its CRC check) shows what an archive
+    // really holds. The budget is shared, so the whole costs at most
+    // UNZIPPED_SIZE_MAX_BYTES of work.
+    let mut budget = UNZIPPED_SIZE_MAX_BYTES;
+    let mut code = Vec::new();
+    for index in 0..names.len() {
+        let keep = (index == wanted).then_some(&mut code);
+        budget -= inflate_entry(&mut archive, index, budget, keep)?;
+    }
+    Ok(code)
 }
 
 /// Checks every entry's path and the declared total size; returns the names.
@@ -108,25 +118,27 @@ fn checked_names(
     Ok(names)
 }
 
-/// Inflates one entry, refusing to produce more than `budget` bytes even if
-/// its header lies about its size.
-fn read_entry(
+/// Inflates one entry into `keep` (or nowhere), refusing to produce more than
+/// `budget` bytes even if its header lies about its size; returns the size.
+fn inflate_entry(
     archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
     index: usize,
     budget: u64,
-) -> Result<Vec<u8>, PackageError> {
+    keep: Option<&mut Vec<u8>>,
+) -> Result<u64, PackageError> {
     let entry = archive
         .by_index(index)
         .map_err(|e| PackageError::Corrupt(e.to_string()))?;
-    let mut out = Vec::with_capacity(entry.size().min(budget) as usize);
-    entry
-        .take(budget + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| PackageError::Corrupt(e.to_string()))?;
-    if out.len() as u64 > budget {
+    let mut limited = entry.take(budget + 1);
+    let inflated = match keep {
+        Some(out) => limited.read_to_end(out).map(|n| n as u64),
+        None => std::io::copy(&mut limited, &mut std::io::sink()),
+    }
+    .map_err(|e| PackageError::Corrupt(e.to_string()))?;
+    if inflated > budget {
         return Err(PackageError::TooLarge);
     }
-    Ok(out)
+    Ok(inflated)
 }
 
 #[cfg(test)]
@@ -189,6 +201,18 @@ mod tests {
             wasm_code(truncated, None),
             Err(PackageError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn entries_not_run_still_count_toward_the_limit() {
+        let zeros = vec![0u8; 64 << 20];
+        let entries: Vec<(String, &[u8])> = (0..5).map(|i| (format!("z{i}"), &zeros[..])).collect();
+        let mut refs: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+        refs.push(("fn.wasm", WASM));
+        assert_eq!(
+            wasm_code(&zip_of(&refs), Some("fn.wasm")),
+            Err(PackageError::TooLarge)
+        );
     }
 
     #[test]

@@ -173,9 +173,46 @@ pub fn description(text: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Checks `Environment.Variables`: key names as Lambda allows them, and the
-/// 4 KB total Lambda enforces.
+/// Variables the platform sets itself; a function may not override them.
+pub const RESERVED_ENVIRONMENT_KEYS: &[&str] = &[
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_DEFAULT_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_LAMBDA_RUNTIME_API",
+    "AWS_REGION",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SECRET_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_XRAY_CONTEXT_MISSING",
+    "AWS_XRAY_DAEMON_ADDRESS",
+    "LAMBDA_RUNTIME_DIR",
+    "LAMBDA_TASK_ROOT",
+    "TZ",
+];
+
+/// Checks `Environment.Variables`: key names as Lambda allows them, no
+/// reserved keys, and the 4 KB total Lambda enforces.
 pub fn environment(vars: &BTreeMap<String, String>) -> Result<(), Invalid> {
+    let reserved: Vec<&str> = vars
+        .keys()
+        .map(String::as_str)
+        .filter(|k| RESERVED_ENVIRONMENT_KEYS.contains(k))
+        .collect();
+    if !reserved.is_empty() {
+        return Err(Invalid::Parameter(format!(
+            "Lambda was unable to configure your environment variables because the environment variables you have provided contains reserved keys that are currently not supported for modification. Reserved keys used in this request: {}",
+            reserved.join(", ")
+        )));
+    }
     for key in vars.keys() {
         let mut chars = key.chars();
         let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
@@ -247,6 +284,10 @@ mod tests {
         assert!(environment(&vars).is_ok());
         vars.insert("1bad".to_string(), "v".to_string());
         assert!(environment(&vars).is_err());
+        let reserved = BTreeMap::from([("AWS_ACCESS_KEY_ID".to_string(), "x".to_string())]);
+        assert!(
+            matches!(environment(&reserved), Err(Invalid::Parameter(m)) if m.contains("AWS_ACCESS_KEY_ID"))
+        );
         let mut big = BTreeMap::new();
         big.insert("K".to_string(), "v".repeat(4096));
         assert!(matches!(environment(&big), Err(Invalid::Parameter(_))));

@@ -200,6 +200,15 @@ fn check_signature(
             "The security token included in the request is invalid.",
         )
     })?;
+    if auth.region != platform.region {
+        return Err(forbidden(
+            "InvalidSignatureException",
+            format!(
+                "Credential should be scoped to a valid region, not '{}'; this endpoint serves {}.",
+                auth.region, platform.region
+            ),
+        ));
+    }
     let amz_date = parts
         .headers
         .get("x-amz-date")
