@@ -122,24 +122,10 @@ pub(super) fn list(
 }
 
 pub(super) fn all(conn: &Connection) -> Result<Vec<(String, String, AliasRecord)>, StoreError> {
-    let mut stmt = conn
-        .prepare("SELECT tenant, name, record FROM aliases ORDER BY tenant, name, alias")
-        .map_err(engine)?;
-    let rows = stmt
-        .query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-            ))
-        })
-        .map_err(engine)?;
-    rows.map(|r| {
-        let (tenant, name, text) = r.map_err(engine)?;
-        let record = decode(&name, &text)?;
-        Ok((tenant, name, record))
-    })
-    .collect()
+    super::all_records(
+        conn,
+        "SELECT tenant, name, record FROM aliases ORDER BY tenant, name, alias",
+    )
 }
 
 pub(super) fn update(

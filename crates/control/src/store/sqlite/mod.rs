@@ -75,6 +75,29 @@ pub(super) fn encode<T: serde::Serialize>(record: &T) -> Result<String, StoreErr
     serde_json::to_string(record).map_err(|e| StoreError::Engine(e.to_string()))
 }
 
+/// Runs `sql`, which selects `tenant, name, record`, and decodes every row.
+pub(super) fn all_records<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+) -> Result<Vec<(String, String, T)>, StoreError> {
+    let mut stmt = conn.prepare(sql).map_err(engine)?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(engine)?;
+    rows.map(|r| {
+        let (tenant, name, text) = r.map_err(engine)?;
+        let record = decode(&name, &text)?;
+        Ok((tenant, name, record))
+    })
+    .collect()
+}
+
 pub(super) fn decode<T: serde::de::DeserializeOwned>(
     name: &str,
     text: &str,
@@ -141,24 +164,14 @@ impl FunctionStore for SqliteStore {
     }
 
     fn all(&self) -> Result<Vec<(String, FunctionRecord)>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT tenant, name, record FROM functions ORDER BY tenant, name")
-            .map_err(engine)?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                ))
-            })
-            .map_err(engine)?;
-        rows.map(|r| {
-            let (tenant, name, text) = r.map_err(engine)?;
-            Ok((tenant, decode(&name, &text)?))
-        })
-        .collect()
+        let rows = all_records(
+            &self.conn(),
+            "SELECT tenant, name, record FROM functions ORDER BY tenant, name",
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(tenant, _, record)| (tenant, record))
+            .collect())
     }
 
     fn update(
