@@ -14,7 +14,8 @@ pub mod routes;
 pub mod shapes;
 
 use nimbus_control::{
-    AliasRecord, ArtifactStore, FunctionRecord, FunctionStore, SqliteStore, VersionRecord,
+    AliasRecord, ArtifactStore, FunctionConfig, FunctionRecord, FunctionStore, SqliteStore,
+    VersionRecord,
 };
 use nimbus_worker::logs::LogBook;
 use nimbus_worker::snapshot::{AliasRoute, LATEST};
@@ -133,6 +134,7 @@ impl Platform {
             name: record.config.name.clone(),
             version: LATEST.to_string(),
             revision: record.revision,
+            environment: self.environment(&record.config, LATEST),
             config: record.config,
             code_sha256_hex: record.code_sha256_hex,
             code,
@@ -151,10 +153,42 @@ impl Platform {
             name: version.config.name.clone(),
             version: version.version.to_string(),
             revision: 0,
+            environment: self.environment(&version.config, &version.version.to_string()),
             config: version.config.clone(),
             code_sha256_hex: version.code_sha256_hex.clone(),
             code,
         }))
+    }
+
+    /// The function's variables plus the ones Lambda reserves (the
+    /// reserved names cannot be set by a user: validation refuses them).
+    fn environment(&self, c: &FunctionConfig, version: &str) -> Arc<[(String, String)]> {
+        let reserved = [
+            ("AWS_LAMBDA_FUNCTION_NAME", c.name.clone()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", version.to_string()),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                c.memory_size_mb.to_string(),
+            ),
+            (
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", c.name),
+            ),
+            ("AWS_REGION", self.region.clone()),
+            ("AWS_DEFAULT_REGION", self.region.clone()),
+            ("AWS_EXECUTION_ENV", "nimbus_wasm".to_string()),
+            ("_HANDLER", c.handler.clone().unwrap_or_default()),
+            ("TZ", ":UTC".to_string()),
+        ];
+        let own: Vec<(String, String)> = c
+            .environment
+            .iter()
+            .filter(|(k, _)| !reserved.iter().any(|(r, _)| r == k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        own.into_iter()
+            .chain(reserved.into_iter().map(|(k, v)| (k.to_string(), v)))
+            .collect()
     }
 
     /// Installs an alias' route on the worker.

@@ -1,6 +1,7 @@
 //! What a worker is asked to run, and what it answers.
 
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest response a synchronous invocation may return, in bytes (Lambda's 6 MB).
@@ -15,8 +16,9 @@ pub struct Invocation {
     pub request_id: String,
     /// The event, handed to the function on stdin.
     pub payload: Bytes,
-    /// Environment variables: the function's own and Lambda's reserved ones.
-    pub environment: Vec<(String, String)>,
+    /// Environment variables: the function's own and Lambda's reserved ones
+    /// (built once per snapshot and shared by its invocations).
+    pub environment: Arc<[(String, String)]>,
     /// Bound on the guest's memory, in bytes.
     pub memory_limit_bytes: usize,
     /// Wall-clock bound on the invocation.

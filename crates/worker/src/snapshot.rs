@@ -32,6 +32,8 @@ pub struct FunctionSnapshot {
     pub config: FunctionConfig,
     /// Hex SHA-256 of the package the code came from.
     pub code_sha256_hex: String,
+    /// The environment an invocation of this version sees.
+    pub environment: Arc<[(String, String)]>,
     /// The function's code, compiled and linked.
     pub code: Arc<Prepared>,
 }

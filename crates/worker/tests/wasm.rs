@@ -26,7 +26,7 @@ fn invocation(payload: &str, timeout_ms: u64) -> Invocation {
     Invocation {
         request_id: "req-1".into(),
         payload: payload.as_bytes().to_vec().into(),
-        environment: vec![("GREETING".into(), "hi".into())],
+        environment: vec![("GREETING".to_string(), "hi".to_string())].into(),
         memory_limit_bytes: 128 << 20,
         timeout: Duration::from_millis(timeout_ms),
     }

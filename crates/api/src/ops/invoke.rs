@@ -97,7 +97,7 @@ pub async fn invoke(
     let invocation = Invocation {
         request_id: request_id.clone(),
         payload,
-        environment: environment(&platform, &snapshot),
+        environment: snapshot.environment.clone(),
         memory_limit_bytes: (snapshot.config.memory_size_mb as usize) << 20,
         timeout: Duration::from_secs(snapshot.config.timeout_s.into()),
     };
@@ -188,36 +188,6 @@ async fn snapshot(
     })
     .await?;
     pulled.ok_or_else(|| platform.function_not_found(caller, function))
-}
-
-/// The function's variables plus the ones Lambda reserves.
-fn environment(platform: &Platform, snapshot: &FunctionSnapshot) -> Vec<(String, String)> {
-    let c = &snapshot.config;
-    let mut env: Vec<(String, String)> = c
-        .environment
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let reserved = [
-        ("AWS_LAMBDA_FUNCTION_NAME", c.name.clone()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", snapshot.version.clone()),
-        (
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-            c.memory_size_mb.to_string(),
-        ),
-        (
-            "AWS_LAMBDA_LOG_GROUP_NAME",
-            format!("/aws/lambda/{}", c.name),
-        ),
-        ("AWS_REGION", platform.region.clone()),
-        ("AWS_DEFAULT_REGION", platform.region.clone()),
-        ("AWS_EXECUTION_ENV", "nimbus_wasm".to_string()),
-        ("_HANDLER", c.handler.clone().unwrap_or_default()),
-        ("TZ", ":UTC".to_string()),
-    ];
-    env.retain(|(k, _)| !reserved.iter().any(|(r, _)| r == k));
-    env.extend(reserved.into_iter().map(|(k, v)| (k.to_string(), v)));
-    env
 }
 
 /// The invocation's log as Lambda frames it.

@@ -327,7 +327,7 @@ impl WasmRuntime {
         wasi.stdin(MemoryInputPipe::new(invocation.payload.clone()))
             .stdout(stdout.clone())
             .stderr(stderr.clone())
-            .envs(&invocation.environment)
+            .envs(&invocation.environment[..])
             .args(&["function"]);
         let limits = Limits::new(invocation.memory_limit_bytes);
         let run = async {
