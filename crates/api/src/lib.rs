@@ -13,13 +13,15 @@ mod ops;
 pub mod routes;
 pub mod shapes;
 
+use nimbus_control::Runtime;
 use nimbus_control::{
     AliasRecord, ArtifactStore, FunctionConfig, FunctionRecord, FunctionStore, SqliteStore,
     VersionRecord,
 };
+use nimbus_worker::container::{ContainerPool, IDLE_RECYCLE};
 use nimbus_worker::logs::LogBook;
 use nimbus_worker::snapshot::{AliasRoute, LATEST};
-use nimbus_worker::{FunctionSnapshot, Prepared, Snapshots, WasmRuntime};
+use nimbus_worker::{Code, FunctionSnapshot, Snapshots, WasmRuntime};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -41,6 +43,9 @@ pub enum OpenError {
     /// The wasm engine did not start.
     #[error("start wasm engine: {0}")]
     Engine(#[from] nimbus_worker::wasm::EngineError),
+    /// Another server holds the data directory.
+    #[error("data directory {0} is in use by another nimbus (lock {1})")]
+    Locked(PathBuf, String),
     /// The log directory did not open.
     #[error("open logs {0}: {1}")]
     Logs(PathBuf, std::io::Error),
@@ -65,6 +70,15 @@ pub struct Platform {
     logs: LogBook,
     keys: auth::Keys,
     region: String,
+    /// The container executor, or why this host cannot run containers
+    /// (process runtimes are then refused at deploy with that reason).
+    containers: Result<Arc<ContainerPool>, String>,
+    /// Where unpacked `provided.*` packages live, one directory per SHA-256.
+    code_dir: PathBuf,
+    /// An exclusive lock on the data directory, held while the platform
+    /// runs: two servers must never share one (nor sweep each other's
+    /// sandboxes).
+    _lock: std::fs::File,
 }
 
 impl Platform {
@@ -72,6 +86,11 @@ impl Platform {
     pub fn open(config: PlatformConfig) -> Result<Arc<Platform>, OpenError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| OpenError::DataDir(dir.clone(), e))?;
+        let lock = lock_data_dir(dir)?;
+        let containers = open_containers(dir, &config.region);
+        if let Err(why) = &containers {
+            tracing::warn!(reason = %why, "process runtimes (provided.*) are unavailable on this host");
+        }
         let store = SqliteStore::open(&dir.join("store.db"))?;
         let platform = Platform {
             store: Arc::new(store),
@@ -82,6 +101,9 @@ impl Platform {
                 .map_err(|e| OpenError::Logs(dir.join("logs"), e))?,
             keys: auth::Keys::new(config.root),
             region: config.region,
+            containers,
+            code_dir: dir.join("code"),
+            _lock: lock,
         };
         platform.load_snapshots()?;
         Ok(Arc::new(platform))
@@ -108,17 +130,61 @@ impl Platform {
         Ok(())
     }
 
-    fn prepare(
+    /// Makes a package runnable for its runtime: compiled wasm, or for a
+    /// process runtime the package unpacked (once per SHA-256) where the
+    /// sandbox mounts it. Blocking. `package` is read from the artifacts
+    /// when not given.
+    fn code_for(
         &self,
+        runtime: Runtime,
         code_sha256_hex: &str,
+        package: Option<&[u8]>,
         handler: Option<&str>,
-    ) -> Result<Arc<Prepared>, ApiError> {
-        let package = self
-            .artifacts
-            .get(code_sha256_hex)
-            .map_err(ApiError::internal)?;
-        let wasm = nimbus_control::package::wasm_code(&package, handler)?;
-        Ok(self.wasm.prepare(&wasm)?)
+    ) -> Result<Code, ApiError> {
+        let read;
+        let package = match package {
+            Some(p) => p,
+            None => {
+                read = self
+                    .artifacts
+                    .get(code_sha256_hex)
+                    .map_err(ApiError::internal)?;
+                &read
+            }
+        };
+        if !runtime.is_process() {
+            let wasm = nimbus_control::package::wasm_code(package, handler)?;
+            return Ok(Code::Wasm(self.wasm.prepare(&wasm)?));
+        }
+        if let Err(why) = &self.containers {
+            return Err(ApiError::invalid_parameter(format!(
+                "Runtime {} runs in the container sandbox, which this host cannot provide: {why}",
+                runtime.as_str()
+            )));
+        }
+        let target = self.code_dir.join(code_sha256_hex);
+        if !target.exists() {
+            let staging = self.code_dir.join(format!(
+                ".{code_sha256_hex}.{}",
+                uuid::Uuid::new_v4().simple()
+            ));
+            let unpacked = nimbus_control::package::unpack_to(package, runtime.as_str(), &staging);
+            if let Err(e) = unpacked {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e.into());
+            }
+            if let Err(e) = std::fs::rename(&staging, &target) {
+                let _ = std::fs::remove_dir_all(&staging);
+                // Another deploy of the same package may have won the rename.
+                if !target.exists() {
+                    return Err(ApiError::internal(format!(
+                        "unpack into {}: {e}",
+                        target.display()
+                    )));
+                }
+            }
+        }
+        Ok(Code::Process(target))
     }
 
     /// Builds the `$LATEST` snapshot of `record` (reading and preparing its
@@ -128,7 +194,13 @@ impl Platform {
         tenant: &str,
         record: FunctionRecord,
     ) -> Result<Arc<FunctionSnapshot>, ApiError> {
-        let code = self.prepare(&record.code_sha256_hex, record.config.handler.as_deref())?;
+        let code = self.code_for(
+            record.config.runtime,
+            &record.code_sha256_hex,
+            None,
+            record.config.handler.as_deref(),
+        )?;
+        self.retire_sandboxes(tenant, &record.config.name);
         Ok(self.snapshots.install(FunctionSnapshot {
             tenant: tenant.to_string(),
             name: record.config.name.clone(),
@@ -147,7 +219,12 @@ impl Platform {
         tenant: &str,
         version: &VersionRecord,
     ) -> Result<Arc<FunctionSnapshot>, ApiError> {
-        let code = self.prepare(&version.code_sha256_hex, version.config.handler.as_deref())?;
+        let code = self.code_for(
+            version.config.runtime,
+            &version.code_sha256_hex,
+            None,
+            version.config.handler.as_deref(),
+        )?;
         Ok(self.snapshots.install(FunctionSnapshot {
             tenant: tenant.to_string(),
             name: version.config.name.clone(),
@@ -202,6 +279,19 @@ impl Platform {
             .install_alias(tenant, function, &alias.name, route);
     }
 
+    /// Shuts down the idle sandboxes of a function whose `$LATEST` changed
+    /// or that was deleted; they could never serve again.
+    fn retire_sandboxes(&self, tenant: &str, function: &str) {
+        let (Ok(pool), Ok(runtime)) = (&self.containers, tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (pool, tenant, function) = (pool.clone(), tenant.to_string(), function.to_string());
+        runtime.spawn(async move {
+            pool.recycle(IDLE_RECYCLE, Some((&tenant, &function))).await;
+        });
+    }
+
     /// The region this platform speaks for.
     pub fn region(&self) -> &str {
         &self.region
@@ -223,4 +313,52 @@ pub async fn serve(
 /// The data directory's store file, for tools that inspect it.
 pub fn store_path(data_dir: &Path) -> PathBuf {
     data_dir.join("store.db")
+}
+
+/// Takes the data directory's exclusive lock, or fails if a live server has it.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, OpenError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| OpenError::DataDir(path.clone(), e))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is shared.
+    let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if taken != 0 {
+        return Err(OpenError::Locked(
+            dir.to_path_buf(),
+            std::io::Error::last_os_error().to_string(),
+        ));
+    }
+    Ok(file)
+}
+
+/// The container executor for this data directory: its sandboxes are tagged
+/// with a hash of the directory's path, and what a killed predecessor on the
+/// same directory left is swept (never another server's). Also starts the
+/// idle-recycling task.
+fn open_containers(dir: &Path, region: &str) -> Result<Arc<ContainerPool>, String> {
+    use sha2::{Digest, Sha256};
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("the server does not run as root, which building namespaces, cgroups and /tmp disks needs".into());
+    }
+    let canonical = std::fs::canonicalize(dir).map_err(|e| e.to_string())?;
+    let tag = hex::encode(&Sha256::digest(canonical.as_os_str().as_encoded_bytes())[..6]);
+    let pool = Arc::new(ContainerPool::open(&dir.join("sandboxes"), &tag, region)?);
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let weak = Arc::downgrade(&pool);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(IDLE_RECYCLE / 10);
+            loop {
+                tick.tick().await;
+                let Some(pool) = weak.upgrade() else { return };
+                pool.recycle(IDLE_RECYCLE, None).await;
+            }
+        });
+    }
+    Ok(pool)
 }

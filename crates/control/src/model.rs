@@ -16,6 +16,16 @@ pub enum Runtime {
     /// A WebAssembly core module or component run by the embedded wasmtime.
     #[serde(rename = "wasm")]
     Wasm,
+    /// Lambda's OS-only runtime: the zip's `bootstrap` runs in a container
+    /// sandbox and speaks the Runtime API.
+    #[serde(rename = "provided.al2023")]
+    ProvidedAl2023,
+    /// As `provided.al2023`, under its older name.
+    #[serde(rename = "provided.al2")]
+    ProvidedAl2,
+    /// As `provided.al2023`, under its oldest name.
+    #[serde(rename = "provided")]
+    Provided,
 }
 
 impl Runtime {
@@ -24,11 +34,14 @@ impl Runtime {
     pub fn parse(name: &str) -> Result<Runtime, String> {
         match name {
             "wasm" => Ok(Runtime::Wasm),
-            n if n.starts_with("provided") || n.starts_with("python") => Err(format!(
-                "Runtime {n} needs the container sandbox, which this server does not offer yet; use runtime wasm"
+            "provided.al2023" => Ok(Runtime::ProvidedAl2023),
+            "provided.al2" => Ok(Runtime::ProvidedAl2),
+            "provided" => Ok(Runtime::Provided),
+            n if n.starts_with("python") => Err(format!(
+                "Runtime {n} needs a Python runtime client, which this server does not offer yet; use provided.al2023 with a bootstrap, or wasm"
             )),
             n => Err(format!(
-                "Value {n} at 'runtime' failed to satisfy constraint: Member must be a runtime this server supports (wasm)"
+                "Value {n} at 'runtime' failed to satisfy constraint: Member must be a runtime this server supports (wasm, provided.al2023, provided.al2, provided)"
             )),
         }
     }
@@ -37,7 +50,15 @@ impl Runtime {
     pub fn as_str(self) -> &'static str {
         match self {
             Runtime::Wasm => "wasm",
+            Runtime::ProvidedAl2023 => "provided.al2023",
+            Runtime::ProvidedAl2 => "provided.al2",
+            Runtime::Provided => "provided",
         }
+    }
+
+    /// Whether the runtime runs in a container sandbox (else in wasmtime).
+    pub fn is_process(self) -> bool {
+        !matches!(self, Runtime::Wasm)
     }
 }
 

@@ -38,6 +38,19 @@ pub enum PackageError {
     /// Several `.wasm` files and no `Handler` to choose one.
     #[error("The zip file holds several .wasm files ({0}); set Handler to the one to run")]
     AmbiguousWasm(String),
+    /// A process runtime needs a zip archive.
+    #[error(
+        "Runtime {0} needs a zip archive holding an executable named bootstrap, not a raw .wasm"
+    )]
+    NotAZip(String),
+    /// A `provided.*` package without its entry point.
+    #[error(
+        "The zip file holds no file named bootstrap at its root; runtime provided.* executes it"
+    )]
+    NoBootstrap,
+    /// Writing the unpacked package failed (the platform's fault).
+    #[error("unpacking the package into {0}: {1}")]
+    Unpack(String, String),
     /// The `Handler` names a file the archive does not hold.
     #[error("Handler {0:?} names a file the zip file does not hold")]
     HandlerMissing(String),
@@ -86,6 +99,62 @@ pub fn wasm_code(package: &[u8], handler: Option<&str>) -> Result<Vec<u8>, Packa
         budget -= inflate_entry(&mut archive, index, budget, keep)?;
     }
     Ok(code)
+}
+
+/// Unpacks a `provided.*` package into `dir` (which must not exist yet):
+/// every entry path checked, at most [`UNZIPPED_SIZE_MAX_BYTES`] inflated,
+/// files world-readable and, where the archive marks them executable,
+/// world-executable — the sandboxed function runs as an unprivileged user.
+/// The package must hold `bootstrap` at its root.
+pub fn unpack_to(package: &[u8], runtime: &str, dir: &std::path::Path) -> Result<(), PackageError> {
+    use std::os::unix::fs::PermissionsExt;
+    if package.starts_with(WASM_MAGIC) {
+        return Err(PackageError::NotAZip(runtime.to_string()));
+    }
+    if !(package.starts_with(ZIP_MAGIC) || package.starts_with(ZIP_EMPTY_MAGIC)) {
+        return Err(PackageError::Unrecognised);
+    }
+    let mut archive = zip::ZipArchive::new(Cursor::new(package))
+        .map_err(|e| PackageError::Corrupt(e.to_string()))?;
+    let names = checked_names(&mut archive)?;
+    if !names.iter().any(|n| n == "bootstrap" || n == "./bootstrap") {
+        return Err(PackageError::NoBootstrap);
+    }
+    let unpack = |e: std::io::Error| PackageError::Unpack(dir.display().to_string(), e.to_string());
+    let mode = |path: &std::path::Path, bits: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(bits))
+    };
+    std::fs::create_dir_all(dir).map_err(unpack)?;
+    mode(dir, 0o755).map_err(unpack)?;
+    let mut budget = UNZIPPED_SIZE_MAX_BYTES;
+    for (index, name) in names.iter().enumerate() {
+        let relative = std::path::Path::new(name.trim_start_matches("./"));
+        let target = dir.join(relative);
+        if name.ends_with('/') {
+            std::fs::create_dir_all(&target).map_err(unpack)?;
+            mode(&target, 0o755).map_err(unpack)?;
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(unpack)?;
+            let mut up = parent;
+            while up.starts_with(dir) && up != dir {
+                mode(up, 0o755).map_err(unpack)?;
+                up = up.parent().unwrap_or(dir);
+            }
+        }
+        let executable = archive
+            .by_index_raw(index)
+            .map_err(|e| PackageError::Corrupt(e.to_string()))?
+            .unix_mode()
+            .is_some_and(|m| m & 0o111 != 0)
+            || relative == std::path::Path::new("bootstrap");
+        let mut bytes = Vec::new();
+        budget -= inflate_entry(&mut archive, index, budget, Some(&mut bytes))?;
+        std::fs::write(&target, &bytes).map_err(unpack)?;
+        mode(&target, if executable { 0o755 } else { 0o644 }).map_err(unpack)?;
+    }
+    Ok(())
 }
 
 /// Checks every entry's path and the declared total size; returns the names.
@@ -213,6 +282,39 @@ mod tests {
             wasm_code(&zip_of(&refs), Some("fn.wasm")),
             Err(PackageError::TooLarge)
         );
+    }
+
+    #[test]
+    fn provided_packages_unpack_with_modes() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let zip = zip_of(&[("bootstrap", b"#!/bin/sh\n"), ("lib/data.txt", b"x")]);
+        let target = dir.path().join("code");
+        unpack_to(&zip, "provided.al2023", &target).unwrap();
+        let mode = |p: &str| {
+            std::fs::metadata(target.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("bootstrap"), 0o755);
+        assert_eq!(mode("lib/data.txt"), 0o644);
+        assert_eq!(mode("lib"), 0o755);
+        let without = zip_of(&[("main", b"x")]);
+        assert_eq!(
+            unpack_to(&without, "provided", &dir.path().join("b")),
+            Err(PackageError::NoBootstrap)
+        );
+        assert!(matches!(
+            unpack_to(WASM, "provided", &dir.path().join("c")),
+            Err(PackageError::NotAZip(_))
+        ));
+        let evil = zip_of(&[("bootstrap", b"x"), ("../evil", b"x")]);
+        assert!(matches!(
+            unpack_to(&evil, "provided", &dir.path().join("d")),
+            Err(PackageError::UnsafePath(_))
+        ));
     }
 
     #[test]

@@ -5,14 +5,16 @@
 //! [`Invocation`] naming the exact function revision it was routed to; the
 //! worker runs it from its [`snapshot::Snapshots`] — a local, versioned view
 //! of the control plane — in a fresh sandbox, and returns an [`Outcome`].
-//! Sandboxes today are WebAssembly instances ([`wasm`]).
+//! Sandboxes are WebAssembly instances ([`wasm`]) or Linux containers
+//! speaking the Lambda Runtime API ([`container`]).
 #![deny(missing_docs)]
 
+pub mod container;
 pub mod invocation;
 pub mod logs;
 pub mod snapshot;
 pub mod wasm;
 
 pub use invocation::{FunctionError, Invocation, Outcome};
-pub use snapshot::{FunctionSnapshot, Snapshots};
+pub use snapshot::{Code, FunctionSnapshot, Snapshots};
 pub use wasm::{PrepareError, Prepared, WasmRuntime};

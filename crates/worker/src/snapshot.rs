@@ -11,6 +11,7 @@
 //! Alias routes are held the same way, ordered by the alias' revision.
 
 use crate::wasm::Prepared;
+
 use nimbus_control::FunctionConfig;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -34,8 +35,17 @@ pub struct FunctionSnapshot {
     pub code_sha256_hex: String,
     /// The environment an invocation of this version sees.
     pub environment: Arc<[(String, String)]>,
-    /// The function's code, compiled and linked.
-    pub code: Arc<Prepared>,
+    /// The function's code, ready for its sandbox.
+    pub code: Code,
+}
+
+/// Code ready to run, by sandbox kind.
+#[derive(Clone)]
+pub enum Code {
+    /// A WebAssembly module or component, compiled and linked.
+    Wasm(Arc<Prepared>),
+    /// An unpacked package for a container sandbox (mounted at `/var/task`).
+    Process(std::path::PathBuf),
 }
 
 /// Where an alias sends invocations.

@@ -11,7 +11,10 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use nimbus_container::{InvokeRequest, InvokeResult};
 use nimbus_control::validate::FunctionRef;
+use nimbus_worker::Code;
+use nimbus_worker::container::ContainerError;
 use nimbus_worker::snapshot::LATEST;
 use nimbus_worker::{FunctionSnapshot, Invocation, Outcome};
 use std::collections::HashMap;
@@ -94,15 +97,7 @@ pub async fn invoke(
         ));
     }
     let request_id = uuid::Uuid::new_v4().to_string();
-    let invocation = Invocation {
-        request_id: request_id.clone(),
-        payload,
-        environment: snapshot.environment.clone(),
-        memory_limit_bytes: (snapshot.config.memory_size_mb as usize) << 20,
-        timeout: Duration::from_secs(snapshot.config.timeout_s.into()),
-    };
-    let outcome = platform.wasm.run(&snapshot.code, &invocation).await;
-    let log = log_text(&request_id, &snapshot, &outcome);
+    let (result, log) = execute(&platform, &caller, &snapshot, &request_id, payload).await?;
     let tail_text = tail.then(|| {
         base64::engine::general_purpose::STANDARD
             .encode(&log[log.len().saturating_sub(LOG_TAIL_BYTES)..])
@@ -110,12 +105,15 @@ pub async fn invoke(
     platform
         .logs
         .append(&caller.account_id, &snapshot.name, log);
-    let mut response = match outcome.result {
+    let mut response = match result {
         Ok(body) => (StatusCode::OK, body).into_response(),
-        Err(error) => {
-            let body =
-                serde_json::json!({ "errorMessage": error.message, "errorType": error.error_type });
-            let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+        Err(error_body) => {
+            let mut response = (
+                StatusCode::OK,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                error_body,
+            )
+                .into_response();
             response.headers_mut().insert(
                 "X-Amz-Function-Error",
                 HeaderValue::from_static("Unhandled"),
@@ -139,6 +137,93 @@ pub async fn invoke(
         );
     }
     Ok(response)
+}
+
+/// Runs the invocation in the snapshot's sandbox — the one place the
+/// executor is chosen. Returns the response (or a function error's body)
+/// and the invocation's log.
+async fn execute(
+    platform: &Platform,
+    caller: &Caller,
+    snapshot: &FunctionSnapshot,
+    request_id: &str,
+    payload: Bytes,
+) -> Result<(Result<Bytes, Bytes>, Vec<u8>), ApiError> {
+    let c = &snapshot.config;
+    let timeout = Duration::from_secs(c.timeout_s.into());
+    match &snapshot.code {
+        Code::Wasm(prepared) => {
+            let invocation = Invocation {
+                request_id: request_id.to_string(),
+                payload,
+                environment: snapshot.environment.clone(),
+                memory_limit_bytes: (c.memory_size_mb as usize) << 20,
+                timeout,
+            };
+            let outcome = platform.wasm.run(prepared, &invocation).await;
+            let log = log_text(request_id, snapshot, &outcome);
+            let result = outcome
+                .result
+                .map_err(|e| error_body(&e.error_type, &e.message));
+            Ok((result, log))
+        }
+        Code::Process(code_dir) => {
+            let pool = platform
+                .containers
+                .as_ref()
+                .map_err(|why| ApiError::internal(why.clone()))?;
+            let request = InvokeRequest {
+                request_id: request_id.to_string(),
+                payload,
+                timeout,
+                invoked_function_arn: platform
+                    .arn(caller)
+                    .qualified_arn(&snapshot.name, &snapshot.version),
+                trace_id: None,
+                client_context: None,
+                cognito_identity: None,
+            };
+            match pool.invoke(snapshot, code_dir, request).await {
+                Ok(done) => {
+                    let o = &done.outcome;
+                    let log = o.lambda_log(
+                        request_id,
+                        &snapshot.version,
+                        c.memory_size_mb,
+                        done.init_duration,
+                    );
+                    let result = match done.outcome.result {
+                        InvokeResult::Response(body) => Ok(body),
+                        InvokeResult::FunctionError(e) => Err(e.body),
+                    };
+                    Ok((result, log))
+                }
+                Err(ContainerError::Init(kind, message, init_log)) => {
+                    let mut log = format!(
+                        "INIT_REPORT RequestId: {request_id} Status: error\tError Type: {kind}\n"
+                    )
+                    .into_bytes();
+                    log.extend_from_slice(&init_log);
+                    Ok((Err(error_body(&kind, &message)), log))
+                }
+                Err(ContainerError::Capacity) => Err(ApiError {
+                    retry_after_s: Some(1),
+                    ..ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TooManyRequestsException",
+                        "Rate Exceeded: every sandbox of this host is busy",
+                    )
+                }),
+                Err(e) => Err(ApiError::internal(e)),
+            }
+        }
+    }
+}
+
+fn error_body(error_type: &str, message: &str) -> Bytes {
+    serde_json::to_vec(&serde_json::json!({ "errorMessage": message, "errorType": error_type }))
+        .unwrap_or_default()
+        .into()
 }
 
 /// The exact version this invocation runs: the one named, or for an alias

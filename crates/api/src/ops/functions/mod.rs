@@ -217,8 +217,13 @@ fn check_code(
     package: &[u8],
     record: &FunctionRecord,
 ) -> Result<(), ApiError> {
-    let wasm = nimbus_control::package::wasm_code(package, record.config.handler.as_deref())?;
-    platform.wasm.prepare(&wasm)?;
+    let c = &record.config;
+    platform.code_for(
+        c.runtime,
+        &record.code_sha256_hex,
+        Some(package),
+        c.handler.as_deref(),
+    )?;
     Ok(())
 }
 

@@ -131,6 +131,7 @@ pub async fn update_configuration(
         let handler_changed = handler
             .as_ref()
             .is_some_and(|h| c.handler.as_deref() != Some(h.as_str()));
+        let runtime_changed = runtime.is_some_and(|r| r != c.runtime);
         if let Some(v) = &role {
             c.role = v.clone();
         }
@@ -155,7 +156,7 @@ pub async fn update_configuration(
         if let Some(v) = &environment {
             c.environment = v.clone();
         }
-        if handler_changed {
+        if handler_changed || runtime_changed {
             let package = platform
                 .artifacts
                 .get(&record.code_sha256_hex)

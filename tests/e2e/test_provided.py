@@ -1,0 +1,130 @@
+"""provided.* functions: a zip's `bootstrap` runs in a container sandbox and
+speaks the Lambda Runtime API; driven through the aws CLI and boto3."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from support import GUESTS_DIR, ROLE, assert_client_error, invoke_payload, make_zip
+
+BOOTSTRAP = GUESTS_DIR / "provided" / "bootstrap"
+
+
+def bootstrap_zip() -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = (stat.S_IFREG | 0o755) << 16
+        z.writestr(info, BOOTSTRAP.read_bytes())
+    return buf.getvalue()
+
+
+@pytest.fixture
+def provided(lam, fn_name):
+    names = []
+
+    def create(**kw):
+        name = f"{fn_name}-{len(names)}"
+        lam.create_function(
+            FunctionName=name, Runtime="provided.al2023", Role=ROLE, Handler="unused",
+            Code={"ZipFile": bootstrap_zip()}, **kw,
+        )
+        names.append(name)
+        return name
+
+    yield create
+    for name in names:
+        try:
+            lam.delete_function(FunctionName=name)
+        except Exception:
+            pass
+
+
+def log_of(resp) -> str:
+    return base64.b64decode(resp["LogResult"]).decode()
+
+
+def test_round_trip_cold_then_hot(lam, provided):
+    name = provided(Environment={"Variables": {"GREETING": "hi"}})
+    first = invoke_payload(lam, name, b'{"a":1}', LogType="Tail")
+    assert "FunctionError" not in first, first["Body"]
+    body = json.loads(first["Body"])
+    assert body["echo"] == {"a": 1}
+    assert body["pid"] == 1, "the bootstrap is the init of its own pid namespace"
+    assert body["uid"] != 0, "the function does not run as root"
+    assert body["greeting"] == "hi" and body["version"] == "$LATEST"
+    assert body["arn"].endswith(f":function:{name}:$LATEST")
+    assert "Init Duration:" in log_of(first), "the first invocation is a cold start"
+    assert "handling" in log_of(first)
+    second = invoke_payload(lam, name, b'{"a":2}', LogType="Tail")
+    assert json.loads(second["Body"])["echo"] == {"a": 2}
+    assert "Init Duration:" not in log_of(second), "the second invocation finds the sandbox hot"
+
+
+def test_function_error_timeout_and_crash(lam, provided):
+    name = provided(Timeout=1)
+    failed = invoke_payload(lam, name, b'{"do":"fail"}')
+    assert failed["FunctionError"] == "Unhandled"
+    assert json.loads(failed["Body"]) == {"errorMessage": "asked to fail", "errorType": "Asked"}
+    slow = invoke_payload(lam, name, b'{"do":"sleep","seconds":5}')
+    assert slow["FunctionError"] == "Unhandled"
+    assert "Task timed out after 1.00 seconds" in json.loads(slow["Body"])["errorMessage"]
+    crashed = invoke_payload(lam, name, b'{"do":"crash"}')
+    assert crashed["FunctionError"] == "Unhandled"
+    assert "Runtime exited with error" in json.loads(crashed["Body"])["errorMessage"]
+    after = invoke_payload(lam, name, b'{"ok":true}')
+    assert "FunctionError" not in after and json.loads(after["Body"])["echo"] == {"ok": True}
+
+
+def test_code_is_read_only(lam, provided):
+    name = provided()
+    out = json.loads(invoke_payload(lam, name, b'{"do":"write-task"}')["Body"])
+    assert out["echo"]["write"] in ("PermissionError", "OSError"), out
+
+
+def test_versions_run_in_their_own_sandboxes(lam, provided):
+    name = provided(Publish=True)
+    lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"GREETING": "v2"}})
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    v1 = json.loads(invoke_payload(lam, name, b"{}", Qualifier="1")["Body"])
+    latest = json.loads(invoke_payload(lam, name, b"{}")["Body"])
+    assert (v1["version"], v1["greeting"]) == ("1", None)
+    assert (latest["version"], latest["greeting"]) == ("$LATEST", "v2")
+
+
+def test_bad_provided_packages_are_refused_at_deploy(lam, fn_name, guests):
+    cases = {
+        "no-bootstrap": make_zip({"main.py": b"print(1)"}),
+        "raw-wasm": guests["echo"],
+    }
+    for label, code in cases.items():
+        with pytest.raises(lam.exceptions.InvalidParameterValueException) as e:
+            lam.create_function(
+                FunctionName=f"{fn_name}-{label}", Runtime="provided.al2023", Role=ROLE,
+                Handler="x", Code={"ZipFile": code},
+            )
+        assert_client_error(e, "InvalidParameterValueException", 400)
+
+
+def test_aws_cli_deploys_and_invokes(aws, tmp_path, fn_name):
+    package = tmp_path / "fn.zip"
+    package.write_bytes(bootstrap_zip())
+    created = aws(
+        "create-function", "--function-name", fn_name, "--runtime", "provided.al2", "--role", ROLE,
+        "--handler", "unused", "--zip-file", f"fileb://{package}",
+    )
+    assert created["Runtime"] == "provided.al2"
+    out = tmp_path / "out.json"
+    answer = aws("invoke", "--function-name", fn_name, "--payload", '{"cli":1}', str(out))
+    assert answer["StatusCode"] == 200 and "FunctionError" not in answer
+    assert json.loads(out.read_text())["echo"] == {"cli": 1}
+    aws("delete-function", "--function-name", fn_name)
