@@ -22,16 +22,10 @@ from support import (
     clean_env,
     lambda_client,
     make_zip,
+    require_capability,
     signed_request,
     wat2wasm,
 )
-
-
-def require_capability(reason: str) -> None:
-    """Skips for a missing capability, or fails where CI says it must be there."""
-    if os.environ.get("NIMBUS_REQUIRE_SANDBOX") == "1":
-        pytest.fail(f"required capability missing: {reason}")
-    pytest.skip(reason)
 
 
 # --- the server ----------------------------------------------------------------

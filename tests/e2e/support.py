@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 import boto3
+import pytest
 import botocore.auth
 import botocore.awsrequest
 import botocore.credentials
@@ -54,6 +55,13 @@ _SCRUBBED_NAMES = (
     "NIMBUS_DATA_DIR",
     "NIMBUS_REGION",
 )
+
+
+def require_capability(reason: str) -> None:
+    """Skips for a missing capability, or fails where CI says it must be there."""
+    if os.environ.get("NIMBUS_REQUIRE_SANDBOX") == "1":
+        pytest.fail(f"required capability missing: {reason}")
+    pytest.skip(reason)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

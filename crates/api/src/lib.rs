@@ -89,7 +89,7 @@ impl Platform {
         let lock = lock_data_dir(dir)?;
         let containers = open_containers(dir, &config.region);
         if let Err(why) = &containers {
-            tracing::warn!(reason = %why, "process runtimes (provided.*) are unavailable on this host");
+            tracing::warn!(reason = %why, "process runtimes (provided.*, python3.x) are unavailable on this host");
         }
         let store = SqliteStore::open(&dir.join("store.db"))?;
         let platform = Platform {
@@ -162,13 +162,24 @@ impl Platform {
                 runtime.as_str()
             )));
         }
+        nimbus_worker::container::check_runtime(runtime).map_err(ApiError::invalid_parameter)?;
         let target = self.code_dir.join(code_sha256_hex);
+        // The same package may have been unpacked for a runtime that needs
+        // no bootstrap: the check is the runtime's, not the unpacking's.
+        if target.exists() && runtime.needs_bootstrap() && !target.join("bootstrap").is_file() {
+            return Err(nimbus_control::package::PackageError::NoBootstrap.into());
+        }
         if !target.exists() {
             let staging = self.code_dir.join(format!(
                 ".{code_sha256_hex}.{}",
                 uuid::Uuid::new_v4().simple()
             ));
-            let unpacked = nimbus_control::package::unpack_to(package, runtime.as_str(), &staging);
+            let unpacked = nimbus_control::package::unpack_to(
+                package,
+                runtime.as_str(),
+                runtime.needs_bootstrap(),
+                &staging,
+            );
             if let Err(e) = unpacked {
                 let _ = std::fs::remove_dir_all(&staging);
                 return Err(e.into());
@@ -348,7 +359,12 @@ fn open_containers(dir: &Path, region: &str) -> Result<Arc<ContainerPool>, Strin
     }
     let canonical = std::fs::canonicalize(dir).map_err(|e| e.to_string())?;
     let tag = hex::encode(&Sha256::digest(canonical.as_os_str().as_encoded_bytes())[..6]);
-    let pool = Arc::new(ContainerPool::open(&dir.join("sandboxes"), &tag, region)?);
+    let pool = Arc::new(ContainerPool::open(
+        &dir.join("sandboxes"),
+        &dir.join("runtimes"),
+        &tag,
+        region,
+    )?);
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         let weak = Arc::downgrade(&pool);
         runtime.spawn(async move {

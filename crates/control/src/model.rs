@@ -12,37 +12,47 @@ pub const EPHEMERAL_STORAGE_DEFAULT_MB: u32 = 512;
 
 /// The runtimes a function may name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Runtime {
     /// A WebAssembly core module or component run by the embedded wasmtime.
-    #[serde(rename = "wasm")]
     Wasm,
     /// Lambda's OS-only runtime: the zip's `bootstrap` runs in a container
     /// sandbox and speaks the Runtime API.
-    #[serde(rename = "provided.al2023")]
     ProvidedAl2023,
     /// As `provided.al2023`, under its older name.
-    #[serde(rename = "provided.al2")]
     ProvidedAl2,
     /// As `provided.al2023`, under its oldest name.
-    #[serde(rename = "provided")]
     Provided,
+    /// Lambda's managed Python runtime `python3.<minor>`: the handler
+    /// (`module.function`) runs under the platform's runtime client in a
+    /// container sandbox, with the host's `python3.<minor>`.
+    Python(u8),
 }
 
+/// The `python3.x` runtimes Lambda names, with their minor version.
+const PYTHON_RUNTIMES: [(&str, u8); 6] = [
+    ("python3.9", 9),
+    ("python3.10", 10),
+    ("python3.11", 11),
+    ("python3.12", 12),
+    ("python3.13", 13),
+    ("python3.14", 14),
+];
+
 impl Runtime {
-    /// Parses the `Runtime` field of a request. Process runtimes
-    /// (`provided.*`, `python3.x`) are recognised so their refusal can say why.
+    /// Parses the `Runtime` field of a request.
     pub fn parse(name: &str) -> Result<Runtime, String> {
         match name {
             "wasm" => Ok(Runtime::Wasm),
             "provided.al2023" => Ok(Runtime::ProvidedAl2023),
             "provided.al2" => Ok(Runtime::ProvidedAl2),
             "provided" => Ok(Runtime::Provided),
-            n if n.starts_with("python") => Err(format!(
-                "Runtime {n} needs a Python runtime client, which this server does not offer yet; use provided.al2023 with a bootstrap, or wasm"
-            )),
-            n => Err(format!(
-                "Value {n} at 'runtime' failed to satisfy constraint: Member must be a runtime this server supports (wasm, provided.al2023, provided.al2, provided)"
-            )),
+            n => match PYTHON_RUNTIMES.iter().find(|(python, _)| *python == n) {
+                Some(&(_, minor)) => Ok(Runtime::Python(minor)),
+                None => Err(format!(
+                    "Value {n} at 'runtime' failed to satisfy constraint: Member must be a runtime this server supports (wasm, provided.al2023, provided.al2, provided, python3.9 to python3.14)"
+                )),
+            },
         }
     }
 
@@ -53,12 +63,37 @@ impl Runtime {
             Runtime::ProvidedAl2023 => "provided.al2023",
             Runtime::ProvidedAl2 => "provided.al2",
             Runtime::Provided => "provided",
+            Runtime::Python(minor) => PYTHON_RUNTIMES
+                .iter()
+                .find(|(_, m)| *m == minor)
+                .map_or("python3", |(name, _)| name),
         }
     }
 
     /// Whether the runtime runs in a container sandbox (else in wasmtime).
     pub fn is_process(self) -> bool {
         !matches!(self, Runtime::Wasm)
+    }
+
+    /// Whether the package must hold an executable `bootstrap` (`provided.*`).
+    pub fn needs_bootstrap(self) -> bool {
+        matches!(
+            self,
+            Runtime::ProvidedAl2023 | Runtime::ProvidedAl2 | Runtime::Provided
+        )
+    }
+}
+
+impl TryFrom<String> for Runtime {
+    type Error = String;
+    fn try_from(name: String) -> Result<Runtime, String> {
+        Runtime::parse(&name)
+    }
+}
+
+impl From<Runtime> for String {
+    fn from(runtime: Runtime) -> String {
+        runtime.as_str().to_string()
     }
 }
 
@@ -179,4 +214,33 @@ pub fn lambda_timestamp(at: time::OffsetDateTime) -> String {
 /// A fresh `RevisionId`.
 pub fn new_revision_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtimes_round_trip_through_their_names() {
+        for name in [
+            "wasm",
+            "provided.al2023",
+            "provided",
+            "python3.9",
+            "python3.14",
+        ] {
+            let runtime = Runtime::parse(name).unwrap();
+            assert_eq!(runtime.as_str(), name);
+            let json = serde_json::to_string(&runtime).unwrap();
+            assert_eq!(serde_json::from_str::<Runtime>(&json).unwrap(), runtime);
+        }
+        assert_eq!(Runtime::parse("python3.11"), Ok(Runtime::Python(11)));
+        assert!(
+            Runtime::parse("python2.7")
+                .unwrap_err()
+                .contains("python2.7")
+        );
+        assert!(Runtime::parse("nodejs22.x").is_err());
+        assert!(!Runtime::Python(11).needs_bootstrap() && Runtime::Provided.needs_bootstrap());
+    }
 }

@@ -101,12 +101,18 @@ pub fn wasm_code(package: &[u8], handler: Option<&str>) -> Result<Vec<u8>, Packa
     Ok(code)
 }
 
-/// Unpacks a `provided.*` package into `dir` (which must not exist yet):
-/// every entry path checked, at most [`UNZIPPED_SIZE_MAX_BYTES`] inflated,
-/// files world-readable and, where the archive marks them executable,
-/// world-executable — the sandboxed function runs as an unprivileged user.
-/// The package must hold `bootstrap` at its root.
-pub fn unpack_to(package: &[u8], runtime: &str, dir: &std::path::Path) -> Result<(), PackageError> {
+/// Unpacks a process runtime's package into `dir` (which must not exist
+/// yet): every entry path checked, at most [`UNZIPPED_SIZE_MAX_BYTES`]
+/// inflated, files world-readable and, where the archive marks them
+/// executable, world-executable — the sandboxed function runs as an
+/// unprivileged user. For `provided.*` (`needs_bootstrap`) the package must
+/// hold `bootstrap` at its root.
+pub fn unpack_to(
+    package: &[u8],
+    runtime: &str,
+    needs_bootstrap: bool,
+    dir: &std::path::Path,
+) -> Result<(), PackageError> {
     use std::os::unix::fs::PermissionsExt;
     if package.starts_with(WASM_MAGIC) {
         return Err(PackageError::NotAZip(runtime.to_string()));
@@ -117,7 +123,7 @@ pub fn unpack_to(package: &[u8], runtime: &str, dir: &std::path::Path) -> Result
     let mut archive = zip::ZipArchive::new(Cursor::new(package))
         .map_err(|e| PackageError::Corrupt(e.to_string()))?;
     let names = checked_names(&mut archive)?;
-    if !names.iter().any(|n| n == "bootstrap" || n == "./bootstrap") {
+    if needs_bootstrap && !names.iter().any(|n| n == "bootstrap" || n == "./bootstrap") {
         return Err(PackageError::NoBootstrap);
     }
     let unpack = |e: std::io::Error| PackageError::Unpack(dir.display().to_string(), e.to_string());
@@ -290,7 +296,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let zip = zip_of(&[("bootstrap", b"#!/bin/sh\n"), ("lib/data.txt", b"x")]);
         let target = dir.path().join("code");
-        unpack_to(&zip, "provided.al2023", &target).unwrap();
+        unpack_to(&zip, "provided.al2023", true, &target).unwrap();
         let mode = |p: &str| {
             std::fs::metadata(target.join(p))
                 .unwrap()
@@ -303,16 +309,19 @@ mod tests {
         assert_eq!(mode("lib"), 0o755);
         let without = zip_of(&[("main", b"x")]);
         assert_eq!(
-            unpack_to(&without, "provided", &dir.path().join("b")),
+            unpack_to(&without, "provided", true, &dir.path().join("b")),
             Err(PackageError::NoBootstrap)
         );
+        // A python3.x package has no bootstrap: its handler names a module.
+        unpack_to(&without, "python3.11", false, &dir.path().join("py")).unwrap();
+        assert!(dir.path().join("py/main").is_file());
         assert!(matches!(
-            unpack_to(WASM, "provided", &dir.path().join("c")),
+            unpack_to(WASM, "provided", true, &dir.path().join("c")),
             Err(PackageError::NotAZip(_))
         ));
         let evil = zip_of(&[("bootstrap", b"x"), ("../evil", b"x")]);
         assert!(matches!(
-            unpack_to(&evil, "provided", &dir.path().join("d")),
+            unpack_to(&evil, "provided", true, &dir.path().join("d")),
             Err(PackageError::UnsafePath(_))
         ));
     }

@@ -5,13 +5,19 @@
 //! starts one from nothing (*cold*). Idle sandboxes are recycled after
 //! [`IDLE_RECYCLE`], the host never holds more than [`SANDBOXES_MAX`], and a
 //! sandbox that was killed (timeout, out of memory, crash) is never reused.
+//!
+//! `provided.*` sandboxes exec the package's `bootstrap`. `python3.x`
+//! sandboxes run the host's `python3.x` on the platform's runtime client
+//! (`runtimes/python/bootstrap.py`, mounted read-only at `/var/runtime`), or
+//! on AWS's `awslambdaric` when the package brings it.
 
 use crate::snapshot::FunctionSnapshot;
 use nimbus_container::{
     HostConfig, InvokeOutcome, InvokeRequest, Sandbox, SandboxConfig, StartError,
 };
+use nimbus_control::Runtime;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +27,42 @@ use std::time::{Duration, Instant};
 pub const IDLE_RECYCLE: Duration = Duration::from_secs(10 * 60);
 /// Most sandboxes alive at once on this host.
 pub const SANDBOXES_MAX: usize = 64;
+/// nimbus' runtime client for `python3.x`, written under the data directory
+/// at start-up and mounted read-only at `/var/runtime` in python sandboxes.
+const PYTHON_RUNTIME_CLIENT: &str = include_str!("../runtimes/python/bootstrap.py");
+/// Where a python sandbox finds the runtime client.
+const PYTHON_RUNTIME_CLIENT_PATH: &str = "/var/runtime/bootstrap.py";
+
+/// The interpreter of `python3.<minor>`: the host's, which the sandbox sees
+/// through its read-only bind of `/usr`.
+pub fn python_interpreter(minor: u8) -> PathBuf {
+    PathBuf::from(format!("/usr/bin/python3.{minor}"))
+}
+
+/// Whether this host can run `runtime` in a sandbox; if not, why, in words
+/// for the deployer.
+pub fn check_runtime(runtime: Runtime) -> Result<(), String> {
+    let Runtime::Python(minor) = runtime else {
+        return Ok(());
+    };
+    if python_interpreter(minor).is_file() {
+        return Ok(());
+    }
+    let served: Vec<String> = (0..=20u8)
+        .filter(|m| python_interpreter(*m).is_file())
+        .map(|m| format!("python3.{m}"))
+        .collect();
+    Err(format!(
+        "Runtime {} needs {}, which this host does not have; it serves {}",
+        runtime.as_str(),
+        python_interpreter(minor).display(),
+        if served.is_empty() {
+            "no python3.x runtime".to_string()
+        } else {
+            served.join(", ")
+        }
+    ))
+}
 
 /// (tenant, function, version, revision): a sandbox only ever serves the
 /// exact configuration it was started with.
@@ -61,6 +103,8 @@ pub struct ContainerOutcome {
 pub struct ContainerPool {
     host: HostConfig,
     region: String,
+    /// The host directory mounted at `/var/runtime` in python sandboxes.
+    python_runtime_dir: PathBuf,
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
     /// Sandboxes alive, idle or busy.
     live: AtomicUsize,
@@ -70,14 +114,24 @@ pub struct ContainerPool {
 impl ContainerPool {
     /// A pool whose sandboxes keep their state under `state_dir` and are
     /// tagged `tag` (so a restart on the same data dir sweeps only its own).
-    /// Sweeps what a killed predecessor with the same tag left behind.
-    pub fn open(state_dir: &Path, tag: &str, region: &str) -> Result<ContainerPool, String> {
+    /// Sweeps what a killed predecessor with the same tag left behind, and
+    /// writes the managed runtimes' clients under `runtimes_dir`.
+    pub fn open(
+        state_dir: &Path,
+        runtimes_dir: &Path,
+        tag: &str,
+        region: &str,
+    ) -> Result<ContainerPool, String> {
         let host = HostConfig::new(state_dir, tag);
         let report = nimbus_container::sweep(&host).map_err(|e| e.to_string())?;
         tracing::info!(?report, "swept sandboxes left by a previous run");
+        let python_runtime_dir = runtimes_dir.join("python");
+        write_world_readable(&python_runtime_dir, "bootstrap.py", PYTHON_RUNTIME_CLIENT)
+            .map_err(|e| format!("write {}: {e}", python_runtime_dir.display()))?;
         Ok(ContainerPool {
             host,
             region: region.to_string(),
+            python_runtime_dir,
             idle: Mutex::default(),
             live: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
@@ -148,17 +202,34 @@ impl ContainerPool {
         let id = format!("s{}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let mut config = SandboxConfig::provided(id, self.host.clone(), code_dir);
         let c = &snapshot.config;
+        if let Runtime::Python(minor) = c.runtime {
+            let python = python_interpreter(minor).display().to_string();
+            let handler = c.handler.clone().unwrap_or_default();
+            // A package that brings AWS's runtime interface client runs on
+            // it, as it would in a container image built on it.
+            config.command = if code_dir.join("awslambdaric").join("__init__.py").is_file() {
+                vec![python, "-m".into(), "awslambdaric".into(), handler]
+            } else {
+                vec![python, PYTHON_RUNTIME_CLIENT_PATH.into()]
+            };
+            config.runtime_dir = Some(self.python_runtime_dir.clone());
+            // Lambda's defaults, which the function's own variables may
+            // override: modules come from the code, and the read-only code
+            // directory gets no bytecode cache written into it.
+            config.environment.extend([
+                ("PYTHONPATH".to_string(), "/var/task".to_string()),
+                ("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string()),
+            ]);
+        }
         config.function_name = c.name.clone();
         config.function_version = snapshot.version.clone();
         config.handler = c.handler.clone().unwrap_or_default();
         config.region = self.region.clone();
         config.memory_mb = c.memory_size_mb;
         config.ephemeral_storage_mb = c.ephemeral_storage_mb;
-        config.environment = c
+        config
             .environment
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+            .extend(c.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
         match Sandbox::start(config).await {
             Ok(sandbox) => Ok(sandbox),
             Err(e) => {
@@ -241,4 +312,17 @@ impl ContainerPool {
             sandbox.shutdown().await;
         }
     }
+}
+
+/// Writes `name` under `dir` (made if missing) through a rename, so a
+/// sandbox never sees it half-written; both readable by the sandbox's
+/// unprivileged user.
+fn write_world_readable(dir: &Path, name: &str, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let staging = dir.join(format!(".{name}.{}", std::process::id()));
+    std::fs::write(&staging, contents)?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o644))?;
+    std::fs::rename(&staging, dir.join(name))
 }

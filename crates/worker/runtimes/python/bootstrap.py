@@ -1,0 +1,239 @@
+"""nimbus' runtime client for the python3.x runtimes.
+
+It runs inside the container sandbox as the function's first process and
+speaks the AWS Lambda Runtime API at $AWS_LAMBDA_RUNTIME_API, the way the
+runtime of Lambda's managed Python images does: it imports the handler named
+by $_HANDLER ("module.function", the module found under $LAMBDA_TASK_ROOT),
+then loops on /next, calls handler(event, context) and posts the result or
+the error in Lambda's shapes. Python's standard library only, so it runs on
+whatever python3 the host has.
+"""
+
+import decimal
+import http.client
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+
+API_PREFIX = "/2018-06-01/runtime"
+ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
+
+
+class RuntimeApi:
+    """One keep-alive HTTP connection to the sandbox's Runtime API."""
+
+    def __init__(self, address):
+        host, _, port = address.rpartition(":")
+        self.connection = http.client.HTTPConnection(host, int(port))
+
+    def request(self, method, path, body=None, headers=None):
+        self.connection.request(method, API_PREFIX + path, body=body, headers=headers or {})
+        response = self.connection.getresponse()
+        return response, response.read()
+
+    def next(self):
+        response, body = self.request("GET", "/invocation/next")
+        if response.status != 200:
+            raise RuntimeError(f"/invocation/next answered {response.status}: {body[:200]!r}")
+        return response.headers, body
+
+    def post(self, path, body, error_type=None):
+        headers = {"Content-Type": "application/json"}
+        if error_type is not None:
+            headers[ERROR_TYPE_HEADER] = error_type
+        response, answer = self.request("POST", path, body, headers)
+        if response.status >= 300:
+            # The platform refused the result (e.g. too large): it has already
+            # ended the invocation with an error of its own; say so in the log.
+            print(f"[WARN] the Runtime API refused {path}: {response.status} {answer[:200]!r}",
+                  file=sys.stderr, flush=True)
+
+
+class LambdaContext:
+    """The `context` argument, with the attributes Lambda's Python runtime gives it."""
+
+    def __init__(self, headers):
+        self.aws_request_id = headers.get("Lambda-Runtime-Aws-Request-Id", "")
+        self.invoked_function_arn = headers.get("Lambda-Runtime-Invoked-Function-Arn", "")
+        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
+        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
+        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
+        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
+        self.client_context = _json_header(headers, "Lambda-Runtime-Client-Context")
+        self.identity = _json_header(headers, "Lambda-Runtime-Cognito-Identity")
+        self._deadline_ms = int(headers.get("Lambda-Runtime-Deadline-Ms") or 0)
+
+    def get_remaining_time_in_millis(self):
+        return max(self._deadline_ms - int(time.time() * 1000), 0)
+
+    def log(self, message):
+        sys.stdout.write(str(message))
+        sys.stdout.flush()
+
+
+def _json_header(headers, name):
+    text = headers.get(name)
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+class _LambdaEncoder(json.JSONEncoder):
+    """Encodes what Lambda's own serializer does beyond the json module: Decimals."""
+
+    def default(self, o):
+        if isinstance(o, decimal.Decimal):
+            return int(o) if o == o.to_integral_value() else float(o)
+        return super().default(o)
+
+
+def error_body(error_type, message, request_id="", stack=None):
+    return json.dumps({
+        "errorMessage": message,
+        "errorType": error_type,
+        "requestId": request_id,
+        "stackTrace": stack or [],
+    }).encode()
+
+
+def stack_of(error):
+    return [line.rstrip("\n") for line in traceback.format_tb(error.__traceback__)]
+
+
+class InitError(Exception):
+    def __init__(self, error_type, message, stack=None):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.stack = stack or []
+
+
+def load_handler(handler):
+    """Imports `module.function` from the task root, reporting each failure
+    with the error type Lambda's Python runtime uses for it."""
+    try:
+        module_path, function_name = handler.rsplit(".", 1)
+    except ValueError as e:
+        raise InitError("Runtime.MalformedHandlerName", f"Bad handler '{handler}': {e}")
+    module_name = module_path.replace("/", ".")
+    if module_name.startswith("__builtin__") or not module_name:
+        raise InitError("Runtime.BuiltInModuleConflict",
+                        f"Cannot use built-in module {module_name} as a handler module")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise InitError("Runtime.ImportModuleError", f"Unable to import module '{module_path}': {e}")
+    except SyntaxError as e:
+        raise InitError("Runtime.UserCodeSyntaxError",
+                        f"Syntax error in module '{module_path}': {e}", stack_of(e))
+    except Exception as e:  # noqa: BLE001 - any failure of the user's import is its init error
+        raise InitError(type(e).__name__, str(e), stack_of(e))
+    function = getattr(module, function_name, None)
+    if function is None:
+        raise InitError("Runtime.HandlerNotFound",
+                        f"Handler '{function_name}' missing on module '{module_path}'")
+    return function
+
+
+class _RequestIdFilter(logging.Filter):
+    """Puts the current request id on every record, as Lambda's log format shows it."""
+
+    request_id = ""
+
+    def filter(self, record):
+        record.aws_request_id = _RequestIdFilter.request_id
+        return True
+
+
+def setup_logging():
+    """The root logger writes Lambda's text format to stdout (the function's log)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(
+        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+        "%Y-%m-%dT%H:%M:%S"))
+    handler.formatter.converter = time.gmtime
+    handler.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    level = os.environ.get("AWS_LAMBDA_LOG_LEVEL", "").upper()
+    root.setLevel(getattr(logging, level, logging.WARNING) if level else logging.WARNING)
+
+
+def log_error(error_type, message, stack):
+    lines = [f"[ERROR] {error_type}: {message}"]
+    if stack:
+        lines.append("Traceback (most recent call last):")
+        lines.extend(stack)
+    print("\n".join(lines), flush=True)
+
+
+def serve(api, handler):
+    while True:
+        headers, body = api.next()
+        context = LambdaContext(headers)
+        request_id = context.aws_request_id
+        _RequestIdFilter.request_id = request_id
+        trace_id = headers.get("Lambda-Runtime-Trace-Id")
+        if trace_id:
+            os.environ["_X_AMZN_TRACE_ID"] = trace_id
+        else:
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
+        try:
+            event = json.loads(body) if body else {}
+        except ValueError as e:
+            api.post(f"/invocation/{request_id}/error",
+                     error_body("Runtime.UnmarshalError",
+                                f"Unable to unmarshal input: {e}", request_id),
+                     "Runtime.UnmarshalError")
+            continue
+        try:
+            result = handler(event, context)
+        except Exception as e:  # noqa: BLE001 - the function's failure is its answer
+            stack = stack_of(e)
+            error_type = type(e).__name__
+            log_error(error_type, str(e), stack)
+            api.post(f"/invocation/{request_id}/error",
+                     error_body(error_type, str(e), request_id, stack), error_type)
+            continue
+        try:
+            answer = json.dumps(result, cls=_LambdaEncoder).encode()
+        except (TypeError, ValueError) as e:
+            message = f"Unable to marshal response: {e}"
+            log_error("Runtime.MarshalError", message, [])
+            api.post(f"/invocation/{request_id}/error",
+                     error_body("Runtime.MarshalError", message, request_id),
+                     "Runtime.MarshalError")
+            continue
+        api.post(f"/invocation/{request_id}/response", answer)
+
+
+def main():
+    # The log is read line by line as the function writes it.
+    sys.stdout.reconfigure(line_buffering=True)
+    sys.stderr.reconfigure(line_buffering=True)
+    task_root = os.environ.get("LAMBDA_TASK_ROOT", "/var/task")
+    if task_root not in sys.path:
+        sys.path.insert(0, task_root)
+    setup_logging()
+    api = RuntimeApi(os.environ["AWS_LAMBDA_RUNTIME_API"])
+    try:
+        handler = load_handler(os.environ.get("_HANDLER", ""))
+    except InitError as e:
+        log_error(e.error_type, e.message, e.stack)
+        api.post("/init/error", error_body(e.error_type, e.message, "", e.stack), e.error_type)
+        sys.exit(1)
+    serve(api, handler)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""A python3.x handler for the end-to-end tests. The event says what to do;
+the answer shows what the function saw of its context and sandbox."""
+import logging
+import os
+import sys
+import time
+
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+INITIALIZED_AT = time.time()
+
+
+def lambda_handler(event, context):
+    action = event.get("do") if isinstance(event, dict) else None
+    print("handling", context.aws_request_id)
+    logger.info("logged at info by %s", context.function_name)
+    if action == "raise":
+        raise ValueError("asked to raise")
+    if action == "sleep":
+        time.sleep(event["seconds"])
+    if action == "unserializable":
+        return {"set": {1, 2}}
+    if action == "write-task":
+        try:
+            open("/var/task/new-file", "w").close()
+            return {"write": "allowed"}
+        except OSError as e:
+            return {"write": type(e).__name__}
+    if action == "tmp":
+        path = "/tmp/counter"
+        count = int(open(path).read()) + 1 if os.path.exists(path) else 1
+        with open(path, "w") as f:
+            f.write(str(count))
+        return {"tmp_count": count}
+    return {
+        "echo": event,
+        "request_id": context.aws_request_id,
+        "function_name": context.function_name,
+        "version": context.function_version,
+        "arn": context.invoked_function_arn,
+        "memory": str(context.memory_limit_in_mb),
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "greeting": os.environ.get("GREETING"),
+        "python": "%d.%d" % sys.version_info[:2],
+        "pid": os.getpid(),
+        "uid": os.getuid(),
+        "initialized_at": INITIALIZED_AT,
+    }
