@@ -4,14 +4,18 @@ speaks the Lambda Runtime API; driven through the aws CLI and boto3."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
+import shutil
 import stat
+import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from support import GUESTS_DIR, ROLE, assert_client_error, invoke_payload, make_zip
+from support import GUESTS_DIR, ROLE, assert_client_error, invoke_payload, make_zip, require_capability
 
 BOOTSTRAP = GUESTS_DIR / "provided" / "bootstrap"
 
@@ -128,3 +132,53 @@ def test_aws_cli_deploys_and_invokes(aws, tmp_path, fn_name):
     assert answer["StatusCode"] == 200 and "FunctionError" not in answer
     assert json.loads(out.read_text())["echo"] == {"cli": 1}
     aws("delete-function", "--function-name", fn_name)
+
+
+@pytest.fixture(scope="module")
+def lambda_rust_zip(tmp_path_factory) -> bytes:
+    """tests/guests/lambda-rust — a function written with AWS's `lambda_runtime`
+    crate — built for this host and zipped as Lambda's custom runtime wants it."""
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        require_capability("cargo is not installed, so the lambda_runtime function cannot be built")
+    target_root = os.environ.get("CARGO_TARGET_DIR")
+    target_dir = Path(target_root) / "e2e-guests" if target_root else tmp_path_factory.mktemp("rust-target")
+    manifest = GUESTS_DIR / "lambda-rust" / "Cargo.toml"
+    env = dict(os.environ)
+    env.pop("CARGO_TARGET_DIR", None)
+    done = subprocess.run(
+        [cargo, "build", "--quiet", "--release", "--locked", "--manifest-path", str(manifest),
+         "--target-dir", str(target_dir)],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    binary = (target_dir / "release" / "bootstrap").read_bytes()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = (stat.S_IFREG | 0o755) << 16
+        z.writestr(info, binary)
+    return buf.getvalue()
+
+
+def test_a_lambda_runtime_rust_function_runs_unchanged(lam, fn_name, lambda_rust_zip):
+    lam.create_function(
+        FunctionName=fn_name, Runtime="provided.al2023", Role=ROLE, Handler="bootstrap",
+        Code={"ZipFile": lambda_rust_zip}, MemorySize=256, Publish=True,
+    )
+    try:
+        answer = invoke_payload(lam, fn_name, b'{"a":[1,2]}', Qualifier="1")
+        assert "FunctionError" not in answer, answer["Body"]
+        body = json.loads(answer["Body"])
+        assert body["echo"] == {"a": [1, 2]}
+        assert body["request_id"] == answer["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+        assert body["arn"].endswith(f":function:{fn_name}:1")
+        assert (body["function_name"], body["memory"], body["version"]) == (fn_name, 256, "1")
+        failed = invoke_payload(lam, fn_name, b'{"fail":"asked to fail"}')
+        assert failed["FunctionError"] == "Unhandled"
+        error = json.loads(failed["Body"])
+        assert error["errorMessage"] == "asked to fail" and error["errorType"], error
+        again = invoke_payload(lam, fn_name, b'{"after":"error"}')
+        assert json.loads(again["Body"])["echo"] == {"after": "error"}
+    finally:
+        lam.delete_function(FunctionName=fn_name)

@@ -1,0 +1,295 @@
+//! Container sandboxes through the API, as a client sees them: cold starts
+//! and warm invokes of a `provided.al2023` function built with AWS's
+//! `lambda_runtime` crate and of a `python3.x` handler.
+//!
+//! A *cold start* is an invoke that finds no hot sandbox, timed from the
+//! request to the last byte of its answer (Decision 16). Each one deploys a
+//! new function, invokes it once with `LogType=Tail`, and deletes it; the
+//! REPORT line's `Init Duration` (the function's own init, from exec to its
+//! first `/next`) splits the time into the function's share and the
+//! platform's. A *warm invoke* reuses one hot sandbox; the bare axum server,
+//! asked by the same client in the same run, is its baseline.
+
+use crate::api::Api;
+use crate::process::Server;
+use crate::stats::Summary;
+use crate::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
+use anyhow::{Context as _, ensure};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The event every invocation sends.
+const EVENT: &str = r#"{"bench":true}"#;
+
+/// One runtime's figures.
+pub struct RuntimeFigures {
+    /// `provided.al2023 (lambda_runtime)`, `python3.11`, …
+    pub label: String,
+    /// Invoke that found no hot sandbox, request to last byte.
+    pub cold: Summary,
+    /// The function's own init (`Init Duration`).
+    pub init: Summary,
+    /// The platform's share of each cold start: cold minus init.
+    pub platform: Summary,
+    /// Invokes on a hot sandbox.
+    pub warm: Summary,
+}
+
+/// Everything this part measured.
+pub struct ContainerFigures {
+    /// Per runtime.
+    pub runtimes: Vec<RuntimeFigures>,
+    /// The bare axum server asked by the same client: the warm baseline.
+    pub bare: Summary,
+    /// Cold starts completed per second by `clients` concurrent clients.
+    pub cold_starts_per_s: f64,
+    /// The clients of the rate run.
+    pub clients: u32,
+    /// Its length.
+    pub rate_duration: Duration,
+}
+
+/// What to measure.
+pub struct Plan {
+    /// Cold starts per runtime.
+    pub cold_runs: u32,
+    /// Warm invokes per runtime.
+    pub warm_runs: u32,
+    /// Concurrent clients of the cold-start rate run.
+    pub clients: u32,
+    /// Length of the rate run.
+    pub rate_duration: Duration,
+}
+
+/// A function package to deploy.
+struct Package {
+    label: String,
+    runtime: String,
+    handler: &'static str,
+    zip: Vec<u8>,
+}
+
+/// Runs `plan` against a fresh `nimbus up`; it and the baseline are killed
+/// before this returns.
+pub fn measure(plan: &Plan, nimbus_bin: &Path, scratch: &Path) -> anyhow::Result<ContainerFigures> {
+    let packages = [rust_package(scratch)?, python_package()?];
+    let keys = (ACCESS_KEY_ID, SECRET_ACCESS_KEY);
+    let nimbus = Server::start_nimbus(nimbus_bin, scratch, "containers", keys, REGION, None)?;
+    let bare = Server::start_hello(scratch, "containers", None)?;
+    let api = Api::new(nimbus.address, ACCESS_KEY_ID, SECRET_ACCESS_KEY, REGION);
+    let mut runtimes = Vec::new();
+    for package in &packages {
+        eprintln!("{}: {} cold starts", package.label, plan.cold_runs);
+        let (cold, init) = cold_starts(&api, package, plan.cold_runs, "cold")?;
+        let platform = cold
+            .iter()
+            .zip(&init)
+            .map(|(c, i)| c.saturating_sub(*i))
+            .collect();
+        eprintln!("{}: {} warm invokes", package.label, plan.warm_runs);
+        let warm = warm_invokes(&api, package, plan.warm_runs)?;
+        runtimes.push(RuntimeFigures {
+            label: package.label.clone(),
+            cold: Summary::of(cold),
+            init: Summary::of(init),
+            platform: Summary::of(platform),
+            warm,
+        });
+    }
+    let bare = bare_invokes(bare.address, plan.warm_runs)?;
+    eprintln!(
+        "cold-start rate: {} clients for {:?}",
+        plan.clients, plan.rate_duration
+    );
+    let cold_starts_per_s = rate(&api, &packages[0], plan)?;
+    Ok(ContainerFigures {
+        runtimes,
+        bare,
+        cold_starts_per_s,
+        clients: plan.clients,
+        rate_duration: plan.rate_duration,
+    })
+}
+
+/// `runs` cold starts of `package`: (request to last byte, function init).
+fn cold_starts(
+    api: &Api,
+    package: &Package,
+    runs: u32,
+    tag: &str,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let mut cold = Vec::with_capacity(runs as usize);
+    let mut init = Vec::with_capacity(runs as usize);
+    for i in 0..runs {
+        let name = format!("bench-{tag}-{}-{i}", package.runtime.replace('.', "-"));
+        let (took, function_init) = one_cold_start(api, package, &name)?;
+        cold.push(took);
+        init.push(function_init);
+    }
+    Ok((cold, init))
+}
+
+fn one_cold_start(
+    api: &Api,
+    package: &Package,
+    name: &str,
+) -> anyhow::Result<(Duration, Duration)> {
+    api.create_zip_function(name, &package.runtime, package.handler, &package.zip)?;
+    let started = Instant::now();
+    let answer = api.invoke_tail(name, EVENT.as_bytes())?;
+    let took = started.elapsed();
+    api.delete_function(name)?;
+    // Both guests answer `{"echo": <event>, …}`.
+    let echoed = serde_json::from_slice::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|v| v.get("echo").cloned());
+    ensure!(
+        echoed == serde_json::from_str(EVENT).ok(),
+        "{name} answered {:?}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let init = init_duration(&answer.log)
+        .with_context(|| format!("{name}: no Init Duration in its log:\n{}", answer.log))?;
+    Ok((took, init))
+}
+
+/// `Init Duration: 12.34 ms` from a REPORT line.
+fn init_duration(log: &str) -> Option<Duration> {
+    let rest = log.split("Init Duration: ").nth(1)?;
+    let ms: f64 = rest.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_secs_f64(ms / 1_000.0))
+}
+
+fn warm_invokes(api: &Api, package: &Package, runs: u32) -> anyhow::Result<Summary> {
+    let name = format!("bench-warm-{}", package.runtime.replace('.', "-"));
+    api.create_zip_function(&name, &package.runtime, package.handler, &package.zip)?;
+    let path = format!("/2015-03-31/functions/{name}/invocations");
+    // The first invoke starts the sandbox; a tenth more warm it up.
+    for _ in 0..=runs / 10 {
+        api.post(&path, EVENT.as_bytes())?;
+    }
+    let mut samples = Vec::with_capacity(runs as usize);
+    for _ in 0..runs {
+        let started = Instant::now();
+        api.post(&path, EVENT.as_bytes())?;
+        samples.push(started.elapsed());
+    }
+    api.delete_function(&name)?;
+    Ok(Summary::of(samples))
+}
+
+fn bare_invokes(address: std::net::SocketAddr, runs: u32) -> anyhow::Result<Summary> {
+    let path = "/2015-03-31/functions/bare/invocations";
+    let client = crate::api::Unsigned::new(address);
+    for _ in 0..=runs / 10 {
+        client.post(path, EVENT.as_bytes())?;
+    }
+    let mut samples = Vec::with_capacity(runs as usize);
+    for _ in 0..runs {
+        let started = Instant::now();
+        client.post(path, EVENT.as_bytes())?;
+        samples.push(started.elapsed());
+    }
+    Ok(Summary::of(samples))
+}
+
+/// Cold starts completed per second by `plan.clients` clients, each
+/// deploying, invoking once and deleting in a loop.
+fn rate(api: &Api, package: &Package, plan: &Plan) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let deadline = started + plan.rate_duration;
+    let counts = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..plan.clients)
+            .map(|client| {
+                scope.spawn(move || -> anyhow::Result<u64> {
+                    let mut done = 0u64;
+                    while Instant::now() < deadline {
+                        let name = format!("bench-rate-{client}-{done}");
+                        one_cold_start(api, package, &name)?;
+                        done += 1;
+                    }
+                    Ok(done)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().map_err(|_| anyhow::anyhow!("a client panicked"))?)
+            .collect::<anyhow::Result<Vec<u64>>>()
+    })?;
+    Ok(counts.iter().sum::<u64>() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The repository's test guests.
+fn guests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/guests")
+}
+
+/// `tests/guests/lambda-rust`, built with cargo (into `$CARGO_TARGET_DIR`
+/// when set, so the end-to-end tests' build is reused), zipped as
+/// `bootstrap`.
+fn rust_package(scratch: &Path) -> anyhow::Result<Package> {
+    let manifest = guests_dir().join("lambda-rust/Cargo.toml");
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("e2e-guests"),
+        None => scratch.join("guest-target"),
+    };
+    eprintln!("building {}", manifest.display());
+    let status = std::process::Command::new("cargo")
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--locked",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .context("run cargo to build the lambda_runtime function")?;
+    ensure!(status.success(), "building {} failed", manifest.display());
+    let binary = std::fs::read(target.join("release/bootstrap")).context("read the bootstrap")?;
+    Ok(Package {
+        label: "provided.al2023 (Rust, lambda_runtime)".into(),
+        runtime: "provided.al2023".into(),
+        handler: "bootstrap",
+        zip: crate::api::zip_of(&[("bootstrap", &binary, 0o755)])?,
+    })
+}
+
+/// `tests/guests/python/lambda_function.py` for the host's python3.
+fn python_package() -> anyhow::Result<Package> {
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sys; print('python%d.%d' % sys.version_info[:2])",
+        ])
+        .output()
+        .context("run /usr/bin/python3 to learn its version")?;
+    ensure!(out.status.success(), "/usr/bin/python3 failed");
+    let runtime = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let source = std::fs::read(guests_dir().join("python/lambda_function.py"))
+        .context("read the python guest")?;
+    Ok(Package {
+        label: format!("{runtime} (nimbus runtime client)"),
+        runtime,
+        handler: "lambda_function.lambda_handler",
+        zip: crate::api::zip_of(&[("lambda_function.py", &source, 0o644)])?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_duration_is_read_from_the_report_line() {
+        let log = "START RequestId: x Version: $LATEST\nEND RequestId: x\nREPORT RequestId: x\t\
+                   Duration: 1.20 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\t\
+                   Max Memory Used: 9 MB\tInit Duration: 12.50 ms\t\n";
+        assert_eq!(init_duration(log), Some(Duration::from_micros(12_500)));
+        assert_eq!(init_duration("REPORT RequestId: x\tDuration: 1 ms"), None);
+    }
+}
