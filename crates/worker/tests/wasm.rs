@@ -160,3 +160,42 @@ async fn exit_codes() {
     assert_eq!(err.error_type, "Runtime.ExitError");
     assert!(err.message.contains("exit status 3"));
 }
+
+/// Reports what the previous run left behind — a word of memory (near the
+/// start and 1 MiB in, past the pages kept resident by memset), a mutable
+/// global, a grown memory — then leaves its own marks there.
+const SNOOP: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $g (mut i32) (i32.const 0))
+  (func (export "_start")
+    ;; One byte per finding: '0' + what was there.
+    (i32.store8 (i32.const 100) (i32.add (i32.const 48) (i32.load8_u (i32.const 4000))))
+    (i32.store8 (i32.const 101) (i32.add (i32.const 48) (global.get $g)))
+    (i32.store8 (i32.const 102) (i32.add (i32.const 48) (memory.size)))
+    (if (i32.ge_u (memory.size) (i32.const 64))
+      (then (i32.store8 (i32.const 103) (i32.add (i32.const 48) (i32.load8_u (i32.const 3000000)))))
+      (else (i32.store8 (i32.const 103) (i32.const 48))))
+    (i32.store (i32.const 0) (i32.const 100))
+    (i32.store (i32.const 4) (i32.const 4))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    ;; Leave marks for the next run to find.
+    (i32.store8 (i32.const 4000) (i32.const 7))
+    (global.set $g (i32.const 7))
+    (drop (memory.grow (i32.const 63)))
+    (i32.store8 (i32.const 3000000) (i32.const 7)))
+)"#;
+
+#[tokio::test]
+async fn nothing_an_instance_leaves_reaches_the_next() {
+    let (_dir, rt) = runtime();
+    let code = rt.prepare(&wat::parse_str(SNOOP).unwrap()).unwrap();
+    for run in 0..50 {
+        let out = rt.run(&code, &invocation("", 1_000)).await;
+        assert_eq!(
+            out.result.unwrap().as_ref(),
+            b"0010",
+            "run {run} saw what an earlier run wrote (memory, global, memory size, grown memory)"
+        );
+    }
+}
