@@ -83,6 +83,10 @@ async fn the_host_is_out_of_reach() {
         .find_map(|l| l.strip_prefix("pids="))
         .unwrap();
     assert_eq!(pids, "1", "only the function's own process is visible");
+    assert!(
+        report.contains("interfaces=lo\n"),
+        "the sandbox has only loopback:\n{report}"
+    );
     for name in [
         "mount",
         "unshare-user",
