@@ -1,0 +1,137 @@
+"""Nothing left behind: a SIGKILLed server's sandboxes die with it, and the next
+start on the same data dir sweeps what stays on the host's filesystems — never
+what another server's sandboxes hold."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from support import GUESTS_DIR, NimbusServer, invoke_payload, lambda_client, make_zip
+from test_provided import bootstrap_zip
+from test_python import host_runtime
+
+ROLE = "arn:aws:iam::123456789012:role/r"
+# How long the sandboxes of a killed server may take to die (parent-death signal).
+SANDBOX_DEATH_TIMEOUT_S = 10.0
+
+
+def tag_of(data_dir: Path) -> str:
+    """The tag a server puts on its sandboxes' cgroups: a hash of its data dir."""
+    return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+
+
+def cgroup_mounts() -> list[Path]:
+    mounts = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            fstype = fields[fields.index("-") + 1]
+            if fstype in ("cgroup", "cgroup2"):
+                mounts.append(Path(fields[4]))
+    return mounts
+
+
+def sandbox_cgroups(tag: str) -> list[Path]:
+    """Every sandbox cgroup directory tagged `tag`, on every hierarchy."""
+    found = []
+    for mount in cgroup_mounts():
+        parent = mount / f"nimbus-{tag}"
+        if parent.is_dir():
+            found.extend(p for p in parent.iterdir() if p.is_dir())
+    return found
+
+
+def children(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def loop_devices_under(directory: Path) -> list[str]:
+    out = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+                         capture_output=True, text=True)
+    return [line for line in out.stdout.splitlines() if str(directory.resolve()) in line]
+
+
+def python_zip() -> bytes:
+    return make_zip({"lambda_function.py": (GUESTS_DIR / "python" / "lambda_function.py").read_bytes()})
+
+
+def start(data_dir: Path, log: Path) -> NimbusServer:
+    try:
+        return NimbusServer(data_dir, log).start()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+def test_a_killed_servers_sandboxes_are_gone_after_the_next_start(tmp_path):
+    ours_dir, other_dir = tmp_path / "ours", tmp_path / "other"
+    ours = start(ours_dir, tmp_path / "ours.log")
+    other = start(other_dir, tmp_path / "other.log")
+    servers = [ours, other]
+    try:
+        lam, lam_other = lambda_client(ours.url), lambda_client(other.url)
+        for client in (lam, lam_other):
+            client.create_function(FunctionName="native", Runtime="provided.al2023", Role=ROLE,
+                                   Handler="x", Code={"ZipFile": bootstrap_zip()}, Timeout=30)
+        lam.create_function(FunctionName="py", Runtime=host_runtime(), Role=ROLE,
+                            Handler="lambda_function.lambda_handler", Code={"ZipFile": python_zip()})
+        # Hot sandboxes on both servers, and on ours two busy in invocations.
+        assert "FunctionError" not in invoke_payload(lam, "native", b"{}")
+        assert "FunctionError" not in invoke_payload(lam, "py", b"{}")
+        assert "FunctionError" not in invoke_payload(lam_other, "native", b"{}")
+        # Two at once: one takes the hot sandbox, the other starts a second.
+        for _ in range(2):
+            threading.Thread(
+                target=_ignore_errors,
+                args=(lambda: lam.invoke(FunctionName="native", Payload=b'{"do":"sleep","seconds":20}'),),
+                daemon=True,
+            ).start()
+        deadline = time.monotonic() + 10
+        while len(children(ours.proc.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        our_sandboxes = children(ours.proc.pid)
+        other_sandboxes = children(other.proc.pid)
+        assert len(our_sandboxes) == 3, f"three sandboxes of ours run: {our_sandboxes}"
+        assert len(other_sandboxes) == 1, other_sandboxes
+        assert sandbox_cgroups(tag_of(ours_dir)) and loop_devices_under(ours_dir / "sandboxes")
+
+        ours.stop(signal.SIGKILL)
+        deadline = time.monotonic() + SANDBOX_DEATH_TIMEOUT_S
+        while any(Path(f"/proc/{pid}").exists() for pid in our_sandboxes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = [pid for pid in our_sandboxes if Path(f"/proc/{pid}").exists()]
+        assert not alive, f"sandboxes of the killed server still run: {alive}"
+
+        ours = start(ours_dir, tmp_path / "ours-again.log")
+        servers.append(ours)
+        assert sandbox_cgroups(tag_of(ours_dir)) == [], "the restart swept the killed server's cgroups"
+        leftovers = [p.name for p in (ours_dir / "sandboxes").iterdir() if not p.name.startswith(".")]
+        assert leftovers == [], f"sandbox state left behind: {leftovers}"
+        assert loop_devices_under(ours_dir / "sandboxes") == []
+
+        # The other server's sandbox was not touched: still running, still hot.
+        assert all(Path(f"/proc/{pid}").exists() for pid in other_sandboxes)
+        again = invoke_payload(lam_other, "native", b"{}", LogType="Tail")
+        assert "FunctionError" not in again
+        assert "Init Duration" not in base64.b64decode(again["LogResult"]).decode(), "its sandbox stayed hot"
+        # And the restarted server runs its functions again.
+        assert "FunctionError" not in invoke_payload(lambda_client(ours.url), "py", b"{}")
+    finally:
+        for srv in servers:
+            srv.kill()
+
+
+def _ignore_errors(call) -> None:
+    try:
+        call()
+    except Exception:
+        pass
