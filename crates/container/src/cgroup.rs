@@ -177,6 +177,8 @@ pub struct CgroupLimits {
 pub struct SandboxCgroup {
     dirs: Vec<(PathBuf, Version)>,
     memory: (PathBuf, Version),
+    /// The layout the directories were made in, for later limit changes.
+    layout: CgroupLayout,
 }
 
 impl SandboxCgroup {
@@ -190,6 +192,7 @@ impl SandboxCgroup {
         let mut cgroup = SandboxCgroup {
             dirs: Vec::new(),
             memory: (PathBuf::new(), layout.memory.version),
+            layout: layout.clone(),
         };
         for hierarchy in layout.hierarchies() {
             let group = CgroupLayout::group_dir(&hierarchy, tag);
@@ -226,6 +229,11 @@ impl SandboxCgroup {
         self.dirs[index].0.clone()
     }
 
+    /// Writes new limits: a warm sandbox takes the claiming function's.
+    pub fn set_limits(&self, limits_: CgroupLimits) -> Result<(), CgroupError> {
+        self.write_limits(&self.layout, limits_)
+    }
+
     fn write_limits(&self, layout: &CgroupLayout, l: CgroupLimits) -> Result<(), CgroupError> {
         let memory_bytes = u64::from(l.memory_mb) * 1024 * 1024;
         let mem = self.dir_of(&layout.memory, layout);
@@ -235,16 +243,25 @@ impl SandboxCgroup {
             |per_vcpu: u64| u64::from(l.memory_mb) * per_vcpu / limits::MEMORY_MB_PER_VCPU;
         match layout.memory.version {
             Version::V1 => {
-                write(
-                    &mem.join("memory.limit_in_bytes"),
-                    &memory_bytes.to_string(),
-                )?;
                 // Without a memsw limit a host with swap would page the
-                // function out instead of stopping it at MemorySize.
-                write_if_present(
-                    &mem.join("memory.memsw.limit_in_bytes"),
-                    &memory_bytes.to_string(),
-                )?;
+                // function out instead of stopping it at MemorySize. The
+                // kernel keeps memory ≤ memsw at every step, so a raise
+                // (a warm sandbox claimed by a bigger function) writes memsw
+                // first, a cut writes memory first.
+                let limit = mem.join("memory.limit_in_bytes");
+                let memsw = mem.join("memory.memsw.limit_in_bytes");
+                let current: u64 = fs::read_to_string(&limit)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(u64::MAX);
+                let value = memory_bytes.to_string();
+                if memory_bytes > current {
+                    write_if_present(&memsw, &value)?;
+                    write(&limit, &value)?;
+                } else {
+                    write(&limit, &value)?;
+                    write_if_present(&memsw, &value)?;
+                }
             }
             Version::V2 => {
                 write(&mem.join("memory.max"), &memory_bytes.to_string())?;

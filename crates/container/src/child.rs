@@ -19,7 +19,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use seccompiler::BpfProgram;
 
-use crate::root::{MountOp, mount_op};
+use crate::limits;
+use crate::root::{MountOp, bind_read_only, mount_op};
 
 /// Steps of the child's setup, as reported through the pipe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +31,9 @@ pub(crate) enum Step {
     Hostname,
     PrivateMounts,
     Mount,
+    Ready,
+    Claim,
+    MountCode,
     PivotRoot,
     RemountRootReadOnly,
     DropGroups,
@@ -56,6 +60,9 @@ impl Step {
             Hostname,
             PrivateMounts,
             Mount,
+            Ready,
+            Claim,
+            MountCode,
             PivotRoot,
             RemountRootReadOnly,
             DropGroups,
@@ -83,6 +90,9 @@ impl Step {
             Step::Hostname => "set the hostname",
             Step::PrivateMounts => "make mounts private",
             Step::Mount => "build the root",
+            Step::Ready => "report the warm sandbox ready",
+            Step::Claim => "read the claim (code, command, environment)",
+            Step::MountCode => "mount the function's code",
             Step::PivotRoot => "pivot_root into the new root",
             Step::RemountRootReadOnly => "remount / read-only",
             Step::DropGroups => "drop supplementary groups",
@@ -115,6 +125,14 @@ pub(crate) struct ChildPlan {
     /// Read end of the go pipe: a byte once the Runtime API listens; hang-up
     /// once the host is gone.
     pub go: OwnedFd,
+    /// Read end of the claim pipe: the claim message, then EOF.
+    pub claim: OwnedFd,
+    /// The descriptors above stdio the child keeps (its own, above),
+    /// sorted. It closes every other one the clone copied from the server
+    /// at once: among them the host's ends of its own pipes and the pipe
+    /// ends of other sandboxes still waiting for their claim, which would
+    /// otherwise never see EOF or a hang-up while this one lives.
+    pub keep: Vec<std::os::fd::RawFd>,
     pub hostname: CString,
     /// The staging directory the root is built on.
     pub root: CString,
@@ -123,14 +141,18 @@ pub(crate) struct ChildPlan {
     pub uid_map: Vec<u8>,
     pub gid_map: Vec<u8>,
     pub workdir: CString,
-    pub program: CString,
-    pub argv: Vec<CString>,
-    pub envp: Vec<CString>,
+    /// Where the code is mounted, under the staging root (`var/task`).
+    pub task_target: CString,
+    /// Where a managed runtime's client is mounted (`var/runtime`).
+    pub runtime_target: CString,
     pub filters: Vec<BpfProgram>,
 }
 
-/// Prepared pointers into a plan, built by the host before clone.
+/// Memory the child fills without allocating: the claim message it reads,
+/// the argument and environment pointers it makes into it, and the seccomp
+/// programs. Built by the host before clone, at full size.
 pub(crate) struct ExecPointers {
+    buffer: Vec<u8>,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     filters: Vec<libc::sock_fprog>,
@@ -138,14 +160,11 @@ pub(crate) struct ExecPointers {
 
 impl ExecPointers {
     pub(crate) fn new(plan: &ChildPlan) -> ExecPointers {
-        let nul_terminated = |v: &[CString]| {
-            let mut p: Vec<*const libc::c_char> = v.iter().map(|s| s.as_ptr()).collect();
-            p.push(std::ptr::null());
-            p
-        };
         ExecPointers {
-            argv: nul_terminated(&plan.argv),
-            envp: nul_terminated(&plan.envp),
+            buffer: vec![0; limits::CLAIM_MESSAGE_MAX_BYTES],
+            // One more than the maximum: the list ends with a null pointer.
+            argv: vec![std::ptr::null(); limits::CLAIM_ARGS_MAX + 1],
+            envp: vec![std::ptr::null(); limits::CLAIM_ENV_VARS_MAX + 1],
             filters: plan
                 .filters
                 .iter()
@@ -158,6 +177,69 @@ impl ExecPointers {
     }
 }
 
+/// The claim message: what makes a warm sandbox one function's. NUL-ended
+/// fields: the host path of the code, of the runtime client (empty for
+/// none), the arguments (the first is the program), an empty field, the
+/// `KEY=value` environment, an empty field.
+pub(crate) fn claim_message(
+    code_dir: &std::path::Path,
+    runtime_dir: Option<&std::path::Path>,
+    argv: &[String],
+    envp: &[String],
+) -> Result<Vec<u8>, String> {
+    use std::os::unix::ffi::OsStrExt;
+    if argv.is_empty() || argv.len() > limits::CLAIM_ARGS_MAX {
+        return Err(format!(
+            "the command has {} arguments; 1 to {} are allowed",
+            argv.len(),
+            limits::CLAIM_ARGS_MAX
+        ));
+    }
+    if envp.len() > limits::CLAIM_ENV_VARS_MAX {
+        return Err(format!(
+            "{} environment variables; at most {} are allowed",
+            envp.len(),
+            limits::CLAIM_ENV_VARS_MAX
+        ));
+    }
+    let mut message = Vec::new();
+    let mut field = |bytes: &[u8]| -> Result<(), String> {
+        if bytes.contains(&0) {
+            return Err(format!(
+                "{:?} holds a NUL byte",
+                String::from_utf8_lossy(bytes)
+            ));
+        }
+        message.extend_from_slice(bytes);
+        message.push(0);
+        Ok(())
+    };
+    field(code_dir.as_os_str().as_bytes())?;
+    field(runtime_dir.map_or(&[][..], |d| d.as_os_str().as_bytes()))?;
+    for arg in argv {
+        if arg.is_empty() {
+            return Err("an argument of the command is empty".to_owned());
+        }
+        field(arg.as_bytes())?;
+    }
+    field(b"")?;
+    for var in envp {
+        field(var.as_bytes())?;
+    }
+    field(b"")?;
+    if message.len() > limits::CLAIM_MESSAGE_MAX_BYTES {
+        return Err(format!(
+            "code path, command and environment take {} bytes; at most {} are allowed",
+            message.len(),
+            limits::CLAIM_MESSAGE_MAX_BYTES
+        ));
+    }
+    Ok(message)
+}
+
+/// A record on the report pipe: `(step, index, errno)`.
+pub(crate) const REPORT_BYTES: usize = 12;
+
 const PATH_SETGROUPS: &[u8] = b"/proc/self/setgroups\0";
 const PATH_UID_MAP: &[u8] = b"/proc/self/uid_map\0";
 const PATH_GID_MAP: &[u8] = b"/proc/self/gid_map\0";
@@ -165,21 +247,29 @@ const DOT: &[u8] = b".\0";
 const SLASH: &[u8] = b"/\0";
 const CAPABILITY_LAST: libc::c_ulong = 63;
 
-/// Reports a failed step and exits. Only system calls: see the module docs.
-fn fail(plan: &ChildPlan, step: Step, index: u32) -> ! {
-    // SAFETY: errno location is thread-local and always valid; write and
-    // _exit are async-signal-safe.
+/// Writes a `(step, index, errno)` record to the report pipe.
+fn report(plan: &ChildPlan, step: Step, index: u32, errno: i32) -> libc::c_long {
+    let mut record = [0u8; REPORT_BYTES];
+    record[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+    record[4..8].copy_from_slice(&index.to_ne_bytes());
+    record[8..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: write(2) of a stack buffer; async-signal-safe.
     unsafe {
-        let errno = *libc::__errno_location();
-        let mut report = [0u8; 12];
-        report[..4].copy_from_slice(&(step as u32).to_ne_bytes());
-        report[4..8].copy_from_slice(&index.to_ne_bytes());
-        report[8..].copy_from_slice(&errno.to_ne_bytes());
         libc::write(
             plan.report.as_raw_fd(),
-            report.as_ptr().cast(),
-            report.len(),
-        );
+            record.as_ptr().cast(),
+            record.len(),
+        ) as libc::c_long
+    }
+}
+
+/// Reports a failed step and exits. Only system calls: see the module docs.
+fn fail(plan: &ChildPlan, step: Step, index: u32) -> ! {
+    // SAFETY: errno location is thread-local and always valid; _exit is
+    // async-signal-safe.
+    unsafe {
+        let errno = *libc::__errno_location();
+        report(plan, step, index, errno);
         libc::_exit(126)
     }
 }
@@ -208,7 +298,7 @@ fn write_file(path: &[u8], content: &[u8]) -> libc::c_long {
 /// # Safety
 /// Must be called only in the child of `clone`, with pointers made from
 /// this same plan; it never returns.
-pub(crate) unsafe fn run(plan: &ChildPlan, ptrs: &ExecPointers) -> ! {
+pub(crate) unsafe fn run(plan: &ChildPlan, ptrs: &mut ExecPointers) -> ! {
     use libc::c_long as L;
     let null = std::ptr::null::<libc::c_char>();
     let ok = |step: Step, index: u32, rc: L| check(plan, step, index, rc);
@@ -221,7 +311,19 @@ pub(crate) unsafe fn run(plan: &ChildPlan, ptrs: &ExecPointers) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
 
-        // 2. Stdio: stdin from /dev/null, stdout and stderr into the log
+        // 2. Close every descriptor copied from the server but our own (see
+        //    ChildPlan::keep), in the gaps between the kept ones.
+        let mut from = 3u32;
+        for &fd in &plan.keep {
+            let fd = fd as u32;
+            if fd > from {
+                libc::syscall(libc::SYS_close_range, from, fd - 1, 0u32);
+            }
+            from = from.max(fd + 1);
+        }
+        libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32);
+
+        //    Stdio: stdin from /dev/null, stdout and stderr into the log
         //    pipe. Then every inherited descriptor of the host (sockets of
         //    the API server, the store) becomes close-on-exec, so none
         //    reaches the function.
@@ -278,6 +380,31 @@ pub(crate) unsafe fn run(plan: &ChildPlan, ptrs: &ExecPointers) -> ! {
         //    owning no mount namespace at all.
         for (i, op) in plan.ops.iter().enumerate() {
             ok(Step::Mount, i as u32, mount_op(op));
+        }
+
+        // 7. The sandbox is warm: everything but the function is ready. Say
+        //    so, and wait for the claim that names the function; until then
+        //    the sandbox holds no code. A host that goes away closes the
+        //    claim pipe without a message, which ends the child here.
+        ok(Step::Ready, 0, report(plan, Step::Ready, 0, 0));
+        read_claim(plan, ptrs);
+
+        // 8. The function's code (and a managed runtime's client) read-only,
+        //    bound from the host paths the claim named, which are still
+        //    reachable: pivot_root comes next.
+        let buffer = ptrs.buffer.as_ptr().cast::<libc::c_char>();
+        ok(
+            Step::MountCode,
+            0,
+            bind_read_only(buffer, plan.task_target.as_ptr(), false),
+        );
+        let runtime_dir = buffer.add(libc::strlen(buffer) + 1);
+        if *runtime_dir != 0 {
+            ok(
+                Step::MountCode,
+                1,
+                bind_read_only(runtime_dir, plan.runtime_target.as_ptr(), false),
+            );
         }
 
         // 7. pivot_root into the new root and detach the old one, so no path
@@ -444,13 +571,77 @@ pub(crate) unsafe fn run(plan: &ChildPlan, ptrs: &ExecPointers) -> ! {
         }
 
         // 17. Exec. The report pipe is close-on-exec: the host sees EOF.
-        libc::execve(
-            plan.program.as_ptr(),
-            ptrs.argv.as_ptr(),
-            ptrs.envp.as_ptr(),
-        );
+        libc::execve(ptrs.argv[0], ptrs.argv.as_ptr(), ptrs.envp.as_ptr());
         fail(plan, Step::Exec, 0)
     }
+}
+
+/// Reads the claim message into the buffer until the host closes the pipe,
+/// then points `argv` and `envp` at its fields (the lists stay ended by the
+/// null pointers they were made with).
+/// Only system calls and arithmetic on memory prepared before clone.
+fn read_claim(plan: &ChildPlan, ptrs: &mut ExecPointers) {
+    let capacity = ptrs.buffer.len();
+    let buffer = ptrs.buffer.as_mut_ptr();
+    let mut len = 0usize;
+    loop {
+        // SAFETY: read(2) into the prepared buffer, within its length.
+        let n = unsafe {
+            libc::read(
+                plan.claim.as_raw_fd(),
+                buffer.add(len).cast(),
+                capacity - len,
+            )
+        };
+        if n < 0 {
+            // SAFETY: errno location is thread-local and always valid.
+            if unsafe { *libc::__errno_location() } == libc::EINTR {
+                continue;
+            }
+            fail(plan, Step::Claim, 0);
+        }
+        if n == 0 {
+            break;
+        }
+        len += n as usize;
+        if len == capacity {
+            fail(plan, Step::Claim, 1);
+        }
+    }
+    let bytes = &ptrs.buffer[..len];
+    // No message: the host discarded the warm sandbox (or died).
+    if len == 0 {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(0) }
+    }
+    if bytes[len - 1] != 0 {
+        fail(plan, Step::Claim, 2);
+    }
+    // Field starts: the code path, the runtime path, then the lists.
+    let mut starts = bytes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || bytes[i - 1] == 0)
+        .map(|(i, _)| i)
+        .skip(2);
+    let base = ptrs.buffer.as_ptr().cast::<libc::c_char>();
+    let mut fill = |list: &mut Vec<*const libc::c_char>, max: usize, index: u32| -> usize {
+        for (count, start) in starts.by_ref().enumerate() {
+            if bytes[start] == 0 {
+                return count;
+            }
+            if count == max {
+                fail(plan, Step::Claim, index);
+            }
+            // SAFETY: start is within the buffer.
+            list[count] = unsafe { base.add(start) };
+        }
+        fail(plan, Step::Claim, index + 1)
+    };
+    if fill(&mut ptrs.argv, limits::CLAIM_ARGS_MAX, 3) == 0 {
+        fail(plan, Step::Claim, 7);
+    }
+    fill(&mut ptrs.envp, limits::CLAIM_ENV_VARS_MAX, 5);
 }
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;

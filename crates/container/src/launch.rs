@@ -9,7 +9,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use crate::child::{self, ChildPlan, ExecPointers, Step};
 use crate::clone::{clone_into_cgroup, clone_plain, reap};
 use crate::error::StartError;
 use crate::limits;
-use crate::root::{cpath, cstring, root_ops};
+use crate::root::{MountOp, cpath, cstring, root_ops};
 use crate::tmpdisk::{TEMPLATES_DIR, TmpDisk};
 
 /// What the owner thread hands back once the function is exec'd.
@@ -45,9 +45,12 @@ pub struct StartTimings {
     pub cgroups: Duration,
     /// Making the `/tmp` disk: sparse image, mkfs, loop device.
     pub tmp_disk: Duration,
-    /// From `clone` to the bootstrap's exec: namespaces, mounts, pivot_root,
-    /// credentials, seccomp, and the Runtime API's listener.
-    pub clone_to_exec: Duration,
+    /// From `clone` to the warm sandbox's ready report: namespaces, the
+    /// root's mounts, and the Runtime API's listener.
+    pub clone_to_ready: Duration,
+    /// From the claim to the bootstrap's exec: the code's mount,
+    /// pivot_root, credentials, seccomp.
+    pub claim_to_exec: Duration,
 }
 
 /// How the sandbox's first process ended (a `waitpid` status).
@@ -123,6 +126,7 @@ fn prepare(
     Ok((dir, cgroup, tmp))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn plan(
     config: &SandboxConfig,
     dir: &Path,
@@ -131,6 +135,7 @@ fn plan(
     log: OwnedFd,
     report: OwnedFd,
     go: OwnedFd,
+    claim: OwnedFd,
 ) -> Result<ChildPlan, StartError> {
     let mut cgroup_procs = Vec::new();
     for path in cgroup.procs_files() {
@@ -144,78 +149,167 @@ fn plan(
         File::open("/dev/null").map_err(|e| StartError::InspectHost("/dev/null".into(), e))?,
     );
     let map = format!("{} {} 1\n", limits::SANDBOX_INNER_ID, config.host.host_id).into_bytes();
-    let program = config
-        .command
-        .first()
-        .ok_or_else(|| StartError::InvalidConfig("the command is empty".to_owned()))?;
+    let root = dir.join("root");
+    let mut keep: Vec<_> = [&stdin, &log, &report, &go, &claim]
+        .into_iter()
+        .chain(&cgroup_procs)
+        .map(|fd| fd.as_raw_fd())
+        .collect();
+    keep.sort_unstable();
     Ok(ChildPlan {
         cgroup_procs,
         stdin,
         log,
         report,
         go,
+        claim,
+        keep,
         hostname: cstring("sandbox")?,
-        root: cpath(&dir.join("root"))?,
-        ops: root_ops(&dir.join("root"), config, &tmp.device)?,
+        root: cpath(&root)?,
+        ops: root_ops(&root, &tmp.device)?,
         host_id: config.host.host_id,
         uid_map: map.clone(),
         gid_map: map,
         workdir: cstring("/var/task")?,
-        program: cstring(program)?,
-        argv: config
-            .command
-            .iter()
-            .map(cstring)
-            .collect::<Result<_, _>>()?,
-        envp: config
-            .lambda_environment()
-            .iter()
-            .map(|(k, v)| cstring(format!("{k}={v}")))
-            .collect::<Result<_, _>>()?,
+        task_target: cpath(&root.join("var/task"))?,
+        runtime_target: cpath(&root.join("var/runtime"))?,
         filters: filters()?.to_vec(),
     })
 }
 
-/// Body of the owner thread: start the sandbox, report, then wait for its end.
-pub(crate) fn own(
-    config: SandboxConfig,
-    log: OwnedFd,
-    started: oneshot::Sender<Result<Launched, StartError>>,
-    exited: watch::Sender<Option<ExitStatus>>,
-) {
-    match start(&config, log) {
+/// What turns a warm sandbox into one function's sandbox.
+pub(crate) struct Claim {
+    /// The encoded message the child reads (see `child::claim_message`).
+    pub message: Vec<u8>,
+    /// The function's limits, written before the child goes on.
+    pub limits: CgroupLimits,
+    /// The code directory, for errors.
+    pub code_dir: PathBuf,
+    /// The program exec'd, for errors.
+    pub program: String,
+}
+
+/// The owner thread's channels to the async side.
+pub(crate) struct OwnerChannels {
+    /// Told once the sandbox is warm (or why it is not).
+    pub ready: oneshot::Sender<Result<(), StartError>>,
+    /// The claim; a hang-up without one discards the warm sandbox.
+    pub claims: std::sync::mpsc::Receiver<Claim>,
+    /// Told once the claimed function is exec'd (or why it is not).
+    pub started: oneshot::Sender<Result<Launched, StartError>>,
+    /// Told how the sandbox's first process ended.
+    pub exited: watch::Sender<Option<ExitStatus>>,
+}
+
+/// Body of the owner thread: warm the sandbox up, wait for its claim, exec
+/// the function, report, then wait for its end.
+pub(crate) fn own(config: SandboxConfig, log: OwnedFd, channels: OwnerChannels) {
+    let warm = match warm_up(&config, log) {
+        Ok(warm) => warm,
+        Err(e) => {
+            let _ = channels.ready.send(Err(e));
+            return;
+        }
+    };
+    if channels.ready.send(Ok(())).is_err() {
+        warm.abandon();
+        return;
+    }
+    let Ok(claim) = channels.claims.recv() else {
+        // Discarded unclaimed.
+        warm.abandon();
+        return;
+    };
+    let dir = warm.dir.clone();
+    match warm.claim(claim) {
         Ok((launched, go)) => {
             let pid = launched.pid;
-            if let Err(Ok(abandoned)) = started.send(Ok(launched)) {
-                // Nobody waits for this sandbox any more (the start was
+            if let Err(Ok(abandoned)) = channels.started.send(Ok(launched)) {
+                // Nobody waits for this sandbox any more (the claim was
                 // cancelled): kill it, reap it, then undo the host side in
                 // the teardown's order.
                 // SAFETY: pid is our own child, not yet reaped.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 reap(pid);
                 drop(abandoned);
-                let _ = fs::remove_dir_all(config.host.state_dir.join(&config.id));
+                let _ = fs::remove_dir_all(&dir);
                 return;
             }
             let status = reap(pid);
             // The go pipe's write end is held until the child is gone: its
             // hang-up is the child's sign that the host died.
             drop(go);
-            let _ = exited.send(Some(status));
+            let _ = channels.exited.send(Some(status));
         }
         Err(e) => {
-            let _ = started.send(Err(e));
+            let _ = channels.started.send(Err(e));
         }
     }
 }
 
-fn start(config: &SandboxConfig, log: OwnedFd) -> Result<(Launched, File), StartError> {
+/// A sandbox whose child waits for its claim, as the owner thread holds it.
+struct Warm {
+    pid: libc::pid_t,
+    dir: PathBuf,
+    cgroup: SandboxCgroup,
+    tmp: TmpDisk,
+    listener: TcpListener,
+    go: File,
+    claim: File,
+    report: File,
+    ops: Vec<MountOp>,
+    timings: StartTimings,
+}
+
+/// Kills and reaps our child.
+fn kill(pid: libc::pid_t) {
+    // SAFETY: pid is our own child, not yet reaped.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    reap(pid);
+}
+
+/// A failure record from the report pipe as the step and path it names.
+fn setup_error(record: &[u8], ops: &[MountOp], claim: Option<&Claim>) -> StartError {
+    let word = |i: usize| u32::from_ne_bytes(record[i..i + 4].try_into().unwrap_or_default());
+    let step = Step::from_u32(word(0)).unwrap_or(Step::Exec);
+    let index = word(4) as usize;
+    let errno = io::Error::from_raw_os_error(word(8) as i32);
+    let (what, path) = match (step, claim) {
+        (Step::Mount, _) => ops
+            .get(index)
+            .map(|op| op.describe())
+            .unwrap_or(("build the root", PathBuf::new())),
+        (Step::MountCode, Some(c)) => ("mount the function's code", c.code_dir.clone()),
+        (Step::Exec, Some(c)) => ("exec the bootstrap", PathBuf::from(&c.program)),
+        (other, _) => (other.describe(), PathBuf::new()),
+    };
+    StartError::Setup {
+        step: what,
+        path,
+        source: errno,
+    }
+}
+
+/// Prepares the host side, clones the child, opens the Runtime API in its
+/// network, and waits until the child has built its root and waits for
+/// its claim.
+fn warm_up(config: &SandboxConfig, log: OwnedFd) -> Result<Warm, StartError> {
     let mut timings = StartTimings::default();
     let (dir, cgroup, tmp) = prepare(config, &mut timings)?;
     let (report_read, report_write) = pipe().map_err(StartError::Pipe)?;
     let (go_read, go_write) = pipe().map_err(StartError::Pipe)?;
-    let mut plan = plan(config, &dir, &cgroup, &tmp, log, report_write, go_read)?;
-    let pointers = ExecPointers::new(&plan);
+    let (claim_read, claim_write) = pipe().map_err(StartError::Pipe)?;
+    let mut plan = plan(
+        config,
+        &dir,
+        &cgroup,
+        &tmp,
+        log,
+        report_write,
+        go_read,
+        claim_read,
+    )?;
+    let mut pointers = ExecPointers::new(&plan);
     // The child is pid 1 of new pid, mount, ipc, uts and network namespaces,
     // created by host root: the user namespace comes later, unprivileged,
     // from inside (see child::run, step 11).
@@ -251,20 +345,15 @@ fn start(config: &SandboxConfig, log: OwnedFd) -> Result<(Launched, File), Start
     .map_err(StartError::Clone)?;
     if pid == 0 {
         // SAFETY: we are the child of clone, with pointers made from this plan.
-        unsafe { child::run(&plan, &pointers) }
+        unsafe { child::run(&plan, &mut pointers) }
     }
     let pid = pid as libc::pid_t;
     // The host keeps only its ends of the pipes: dropping the child's ends
-    // now is what lets the report pipe read EOF at exec, and the log reach
-    // EOF when the sandbox dies.
+    // now is what lets the report pipe read EOF at exec, the claim pipe EOF
+    // after the message, and the log reach EOF when the sandbox dies.
     let mut plan = plan;
     let ops = std::mem::take(&mut plan.ops);
     drop(plan);
-    let kill = |pid| {
-        // SAFETY: pid is our own child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        reap(pid);
-    };
     let listener = match crate::netns::bind_runtime_api(pid) {
         Ok(l) => l,
         Err(e) => {
@@ -277,39 +366,76 @@ fn start(config: &SandboxConfig, log: OwnedFd) -> Result<(Launched, File), Start
         kill(pid);
         return Err(StartError::Pipe(e));
     }
-    let mut report = Vec::new();
-    let _ = File::from(report_read).read_to_end(&mut report);
-    let exec_at = Instant::now();
-    timings.clone_to_exec = exec_at.duration_since(cloned_at);
-    if report.len() >= 12 {
-        let word = |i: usize| u32::from_ne_bytes(report[i..i + 4].try_into().unwrap_or_default());
-        let step = Step::from_u32(word(0)).unwrap_or(Step::Exec);
-        let index = word(4) as usize;
-        let errno = io::Error::from_raw_os_error(word(8) as i32);
-        reap(pid);
-        let (what, path) = match step {
-            Step::Mount => ops
-                .get(index)
-                .map(|op| op.describe())
-                .unwrap_or(("build the root", PathBuf::new())),
-            Step::Exec => ("exec the bootstrap", PathBuf::from(&config.command[0])),
-            other => (other.describe(), PathBuf::new()),
-        };
-        return Err(StartError::Setup {
-            step: what,
-            path,
-            source: errno,
-        });
+    let mut report = File::from(report_read);
+    let mut record = [0u8; child::REPORT_BYTES];
+    if let Err(e) = report.read_exact(&mut record) {
+        kill(pid);
+        return Err(StartError::Pipe(e));
     }
-    Ok((
-        Launched {
-            pid,
-            listener,
-            cgroup,
-            tmp,
-            exec_at,
-            timings,
-        },
+    if Step::from_u32(u32::from_ne_bytes([
+        record[0], record[1], record[2], record[3],
+    ])) != Some(Step::Ready)
+    {
+        reap(pid);
+        return Err(setup_error(&record, &ops, None));
+    }
+    timings.clone_to_ready = cloned_at.elapsed();
+    Ok(Warm {
+        pid,
+        dir,
+        cgroup,
+        tmp,
+        listener,
         go,
-    ))
+        claim: File::from(claim_write),
+        report,
+        ops,
+        timings,
+    })
+}
+
+impl Warm {
+    /// Hands the child its function and waits for the exec.
+    fn claim(mut self, claim: Claim) -> Result<(Launched, File), StartError> {
+        let claimed_at = Instant::now();
+        if let Err(e) = self.cgroup.set_limits(claim.limits) {
+            self.abandon();
+            return Err(e.into());
+        }
+        // One write below the pipe's capacity, then EOF: it never blocks.
+        let written = self.claim.write_all(&claim.message);
+        drop(self.claim);
+        if let Err(e) = written {
+            kill(self.pid);
+            let _ = fs::remove_dir_all(&self.dir);
+            return Err(StartError::Pipe(e));
+        }
+        let mut report = Vec::new();
+        let _ = self.report.read_to_end(&mut report);
+        let exec_at = Instant::now();
+        self.timings.claim_to_exec = exec_at.duration_since(claimed_at);
+        if report.len() >= child::REPORT_BYTES {
+            reap(self.pid);
+            return Err(setup_error(&report, &self.ops, Some(&claim)));
+        }
+        Ok((
+            Launched {
+                pid: self.pid,
+                listener: self.listener,
+                cgroup: self.cgroup,
+                tmp: self.tmp,
+                exec_at,
+                timings: self.timings,
+            },
+            self.go,
+        ))
+    }
+
+    /// Kills the unclaimed (or failed) sandbox and removes its host side.
+    fn abandon(self) {
+        kill(self.pid);
+        drop(self.cgroup);
+        drop(self.tmp);
+        let _ = fs::remove_dir_all(&self.dir);
+    }
 }

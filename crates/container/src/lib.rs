@@ -172,6 +172,6 @@ pub use error::{InvokeError, StartError};
 pub use launch::{ExitStatus, StartTimings};
 pub use netns::ListenerError;
 pub use runtime_api::FunctionError;
-pub use sandbox::{InvokeOutcome, InvokeRequest, InvokeResult, Sandbox};
+pub use sandbox::{InvokeOutcome, InvokeRequest, InvokeResult, Sandbox, WarmSandbox};
 pub use sweep::{SweepError, SweepReport, sweep};
 pub use tmpdisk::TmpDiskError;

@@ -54,3 +54,14 @@ pub const SANDBOX_HOST_ID_DEFAULT: u32 = 199_993;
 
 /// Size of `/tmp` when the function does not set `EphemeralStorage` (Lambda: 512 MB).
 pub const EPHEMERAL_STORAGE_MB_DEFAULT: u32 = 512;
+
+/// Largest claim message (code path, runtime path, command, environment):
+/// below a pipe's 64 KiB buffer, so the host's one write never blocks.
+/// Lambda caps a function's environment at 4 KB.
+pub const CLAIM_MESSAGE_MAX_BYTES: usize = 60 * 1024;
+
+/// Most arguments of a sandbox's command.
+pub const CLAIM_ARGS_MAX: usize = 64;
+
+/// Most environment variables of a sandbox (Lambda's own and the function's).
+pub const CLAIM_ENV_VARS_MAX: usize = 2_048;

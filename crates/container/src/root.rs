@@ -10,7 +10,6 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::SandboxConfig;
 use crate::error::StartError;
 
 /// Host directories bound read-only into every sandbox (or recreated as the
@@ -99,11 +98,7 @@ pub(crate) fn cpath(p: &Path) -> Result<CString, StartError> {
 }
 
 /// The steps that build the sandbox's root on `root`.
-pub(crate) fn root_ops(
-    root: &Path,
-    config: &SandboxConfig,
-    tmp_device: &Path,
-) -> Result<Vec<MountOp>, StartError> {
+pub(crate) fn root_ops(root: &Path, tmp_device: &Path) -> Result<Vec<MountOp>, StartError> {
     let at = |rel: &str| cpath(&root.join(rel));
     let mut ops = vec![MountOp::RootTmpfs {
         target: cpath(root)?,
@@ -183,18 +178,7 @@ pub(crate) fn root_ops(
     ] {
         ops.push(MountOp::MakeDir { path: at(dir)? });
     }
-    if let Some(runtime_dir) = &config.runtime_dir {
-        ops.push(MountOp::BindReadOnly {
-            source: cpath(runtime_dir)?,
-            target: at("var/runtime")?,
-            devices: false,
-        });
-    }
-    ops.push(MountOp::BindReadOnly {
-        source: cpath(&config.code_dir)?,
-        target: at("var/task")?,
-        devices: false,
-    });
+    // `var/task` and `var/runtime` are mounted at claim (child::run, step 8).
     ops.push(MountOp::Ext4 {
         device: cpath(tmp_device)?,
         target: at("tmp")?,
@@ -228,9 +212,35 @@ pub(crate) fn root_ops(
     Ok(ops)
 }
 
+/// Binds `source` at `target` read-only, nosuid, and nodev unless `devices`.
+/// Returns the failing call's result. Only system calls: the child calls it.
+///
+/// # Safety
+/// Both must be NUL-terminated strings.
+pub(crate) unsafe fn bind_read_only(
+    source: *const libc::c_char,
+    target: *const libc::c_char,
+    devices: bool,
+) -> libc::c_long {
+    let null = std::ptr::null::<libc::c_char>();
+    let nodata = std::ptr::null::<libc::c_void>();
+    // SAFETY: the caller passes NUL-terminated strings.
+    unsafe {
+        if libc::mount(source, target, null, libc::MS_BIND, nodata) < 0 {
+            return -1;
+        }
+        // A bind mount takes the flags of its source; read-only (and
+        // nosuid, nodev unless it is a device) takes a remount.
+        let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID;
+        if !devices {
+            flags |= libc::MS_NODEV;
+        }
+        libc::mount(null, target, null, flags, nodata) as libc::c_long
+    }
+}
+
 /// One root-building step. Returns the failing call's result.
 pub(crate) unsafe fn mount_op(op: &MountOp) -> libc::c_long {
-    let null = std::ptr::null::<libc::c_char>();
     let nodata = std::ptr::null::<libc::c_void>();
     // SAFETY: all strings are NUL-terminated and owned by the plan.
     unsafe {
@@ -263,26 +273,7 @@ pub(crate) unsafe fn mount_op(op: &MountOp) -> libc::c_long {
                 source,
                 target,
                 devices,
-            } => {
-                if libc::mount(
-                    source.as_ptr(),
-                    target.as_ptr(),
-                    null,
-                    libc::MS_BIND,
-                    nodata,
-                ) < 0
-                {
-                    return -1;
-                }
-                // A bind mount takes the flags of its source; read-only (and
-                // nosuid, nodev unless it is a device) takes a remount.
-                let mut flags =
-                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID;
-                if !devices {
-                    flags |= libc::MS_NODEV;
-                }
-                libc::mount(null, target.as_ptr(), null, flags, nodata) as libc::c_long
-            }
+            } => bind_read_only(source.as_ptr(), target.as_ptr(), *devices),
             MountOp::Ext4 { device, target } => libc::mount(
                 device.as_ptr(),
                 target.as_ptr(),

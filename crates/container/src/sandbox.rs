@@ -11,9 +11,9 @@ use tokio::net::unix::pipe;
 use tokio::sync::{oneshot, watch};
 
 use crate::SandboxConfig;
-use crate::cgroup::SandboxCgroup;
+use crate::cgroup::{CgroupLimits, SandboxCgroup};
 use crate::error::{InvokeError, StartError};
-use crate::launch::{self, ExitStatus, StartTimings};
+use crate::launch::{self, ExitStatus, Launched, StartTimings};
 use crate::limits;
 use crate::runtime_api::{Event, FunctionError, Reply, RuntimeApi};
 use crate::tmpdisk::TmpDisk;
@@ -130,18 +130,28 @@ pub struct Sandbox {
     in_flight: bool,
 }
 
-/// Appends to a log buffer, keeping its tail within the limit.
-fn append_log(buffer: &mut Vec<u8>, bytes: &[u8]) {
-    buffer.extend_from_slice(bytes);
-    if buffer.len() > limits::LOG_BYTES_MAX {
-        let excess = buffer.len() - limits::LOG_BYTES_MAX;
-        buffer.drain(..excess);
-    }
+/// A sandbox built up to its function (Decision 6's *warm* tier): cgroups,
+/// `/tmp` disk, namespaces, the root's mounts and the Runtime API endpoint,
+/// with no code. [`WarmSandbox::claim`] mounts a function's code, applies its
+/// limits and execs its bootstrap; dropping it unclaimed tears it down.
+pub struct WarmSandbox {
+    id: String,
+    state_dir: PathBuf,
+    ephemeral_storage_mb: u32,
+    claims: Option<std::sync::mpsc::SyncSender<launch::Claim>>,
+    started: Option<oneshot::Receiver<Result<Launched, StartError>>>,
+    exited: watch::Receiver<Option<ExitStatus>>,
+    log: Option<pipe::Receiver>,
+    owner: Option<std::thread::JoinHandle<()>>,
+    warmed_in: Duration,
 }
 
-impl Sandbox {
-    /// Builds a sandbox, execs its bootstrap and waits for the first `/next`.
-    pub async fn start(config: SandboxConfig) -> Result<Sandbox, StartError> {
+impl WarmSandbox {
+    /// Builds everything of a sandbox that does not depend on the function.
+    /// Of `config` it uses the id, the host settings, `EphemeralStorage`
+    /// (the `/tmp` disk is made now) and the memory and pids limits until
+    /// the claim sets the function's.
+    pub async fn start(config: &SandboxConfig) -> Result<WarmSandbox, StartError> {
         let started_at = Instant::now();
         if config.id.is_empty()
             || !config
@@ -155,30 +165,135 @@ impl Sandbox {
             )));
         }
         let state_dir = config.host.state_dir.join(&config.id);
-        let init_timeout = config.init_timeout;
-        let memory_mb = config.memory_mb;
-        let id = config.id.clone();
         let (log_read, log_write) = log_pipe().map_err(StartError::Pipe)?;
         let log = pipe::Receiver::from_owned_fd(log_read).map_err(StartError::Pipe)?;
+        let (ready_tx, ready_rx) = oneshot::channel();
         let (started_tx, started_rx) = oneshot::channel();
+        let (claims_tx, claims_rx) = std::sync::mpsc::sync_channel(1);
         let (exited_tx, exited) = watch::channel(None);
+        let channels = launch::OwnerChannels {
+            ready: ready_tx,
+            claims: claims_rx,
+            started: started_tx,
+            exited: exited_tx,
+        };
+        let owned = config.clone();
         let owner = std::thread::Builder::new()
-            .name(format!("sandbox-{id}"))
-            .spawn(move || launch::own(config, log_write, started_tx, exited_tx))
+            .name(format!("sandbox-{}", config.id))
+            .spawn(move || launch::own(owned, log_write, channels))
             .map_err(StartError::OwnerThread)?;
-        let launched = match started_rx.await {
-            Ok(Ok(launched)) => launched,
-            Ok(Err(e)) => {
-                let _ = owner.join();
-                let _ = std::fs::remove_dir_all(&state_dir);
-                return Err(e);
-            }
+        let failed = |owner: std::thread::JoinHandle<()>, e: StartError| {
+            let _ = owner.join();
+            let _ = std::fs::remove_dir_all(&state_dir);
+            Err(e)
+        };
+        match ready_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return failed(owner, e),
             Err(_) => {
-                let _ = owner.join();
-                let _ = std::fs::remove_dir_all(&state_dir);
-                return Err(StartError::OwnerThread(std::io::Error::other(
-                    "the owner thread died",
-                )));
+                return failed(
+                    owner,
+                    StartError::OwnerThread(std::io::Error::other("the owner thread died")),
+                );
+            }
+        }
+        Ok(WarmSandbox {
+            id: config.id.clone(),
+            state_dir,
+            ephemeral_storage_mb: config.ephemeral_storage_mb,
+            claims: Some(claims_tx),
+            started: Some(started_rx),
+            exited,
+            log: Some(log),
+            owner: Some(owner),
+            warmed_in: started_at.elapsed(),
+        })
+    }
+
+    /// The sandbox's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The size of its `/tmp` disk: only a function with this
+    /// `EphemeralStorage` can claim it.
+    pub fn ephemeral_storage_mb(&self) -> u32 {
+        self.ephemeral_storage_mb
+    }
+
+    /// How long it took to build.
+    pub fn warmed_in(&self) -> Duration {
+        self.warmed_in
+    }
+
+    /// Makes it `config`'s function's: mounts the code (and runtime client),
+    /// applies the memory and pids limits, execs the command with Lambda's
+    /// environment, and waits for the first `/next`. The id and host
+    /// settings of `config` are not used: the sandbox keeps its own.
+    pub async fn claim(self, config: &SandboxConfig) -> Result<Sandbox, StartError> {
+        self.claim_since(config, Instant::now()).await
+    }
+
+    async fn claim_since(
+        mut self,
+        config: &SandboxConfig,
+        since: Instant,
+    ) -> Result<Sandbox, StartError> {
+        if config.ephemeral_storage_mb != self.ephemeral_storage_mb {
+            return Err(StartError::InvalidConfig(format!(
+                "a function with {} MB of /tmp cannot claim a sandbox of {} MB",
+                config.ephemeral_storage_mb, self.ephemeral_storage_mb
+            )));
+        }
+        let env: Vec<String> = config
+            .lambda_environment()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let message = crate::child::claim_message(
+            &config.code_dir,
+            config.runtime_dir.as_deref(),
+            &config.command,
+            &env,
+        )
+        .map_err(StartError::InvalidConfig)?;
+        let claim = launch::Claim {
+            message,
+            limits: CgroupLimits {
+                memory_mb: config.memory_mb,
+                pids_max: config.pids_max,
+            },
+            code_dir: config.code_dir.clone(),
+            program: config.command[0].clone(),
+        };
+        let (Some(claims), Some(started), Some(log), Some(owner)) = (
+            self.claims.take(),
+            self.started.take(),
+            self.log.take(),
+            self.owner.take(),
+        ) else {
+            return Err(StartError::InvalidConfig(
+                "the sandbox was claimed already".into(),
+            ));
+        };
+        let state_dir = std::mem::take(&mut self.state_dir);
+        let cleanup_dir = state_dir.clone();
+        let failed = |owner: std::thread::JoinHandle<()>, e: StartError| async move {
+            let _ = tokio::task::spawn_blocking(move || owner.join()).await;
+            let _ = std::fs::remove_dir_all(&cleanup_dir);
+            Err(e)
+        };
+        // The owner thread waits on the other end; the channel holds one.
+        if claims.send(claim).is_err() {
+            let e = StartError::OwnerThread(std::io::Error::other("the owner thread died"));
+            return failed(owner, e).await;
+        }
+        let launched = match started.await {
+            Ok(Ok(launched)) => launched,
+            Ok(Err(e)) => return failed(owner, e).await,
+            Err(_) => {
+                let e = StartError::OwnerThread(std::io::Error::other("the owner thread died"));
+                return failed(owner, e).await;
             }
         };
         let mut tmp = launched.tmp;
@@ -190,31 +305,73 @@ impl Sandbox {
             Err(e) => tokio::spawn(async move { drop(e) }),
         };
         let mut sandbox = Sandbox {
-            id,
+            id: std::mem::take(&mut self.id),
             pid: launched.pid,
             api,
             server,
-            exited,
+            exited: self.exited.clone(),
             log,
             owner: Some(owner),
             cgroup: Some(launched.cgroup),
             tmp: Some(tmp),
             state_dir,
-            memory_mb,
-            setup_duration: launched.exec_at.duration_since(started_at),
+            memory_mb: config.memory_mb,
+            setup_duration: launched.exec_at.duration_since(since),
             timings: launched.timings,
             init_duration: Duration::ZERO,
             init_log: Vec::new(),
             gone: None,
             in_flight: false,
         };
-        match sandbox.wait_for_init(launched.exec_at, init_timeout).await {
+        match sandbox
+            .wait_for_init(launched.exec_at, config.init_timeout)
+            .await
+        {
             Ok(()) => Ok(sandbox),
             Err(e) => {
                 sandbox.shutdown().await;
                 Err(e)
             }
         }
+    }
+
+    /// Tears it down unclaimed, off the async threads.
+    pub async fn discard(mut self) {
+        let owner = self.owner.take();
+        drop(self.claims.take());
+        if let Some(owner) = owner {
+            let _ = tokio::task::spawn_blocking(move || owner.join()).await;
+        }
+    }
+}
+
+impl Drop for WarmSandbox {
+    fn drop(&mut self) {
+        // Hanging up the claim channel makes the owner thread kill the child
+        // and remove the host side; it ends when that is done.
+        drop(self.claims.take());
+        if let Some(owner) = self.owner.take() {
+            let _ = owner.join();
+        }
+    }
+}
+
+/// Appends to a log buffer, keeping its tail within the limit.
+fn append_log(buffer: &mut Vec<u8>, bytes: &[u8]) {
+    buffer.extend_from_slice(bytes);
+    if buffer.len() > limits::LOG_BYTES_MAX {
+        let excess = buffer.len() - limits::LOG_BYTES_MAX;
+        buffer.drain(..excess);
+    }
+}
+
+impl Sandbox {
+    /// Builds a sandbox, execs its bootstrap and waits for the first `/next`:
+    /// a warm sandbox claimed at once.
+    pub async fn start(config: SandboxConfig) -> Result<Sandbox, StartError> {
+        let started_at = Instant::now();
+        let warm = WarmSandbox::start(&config).await?;
+        warm.claim_since(&config, started_at).await
     }
 
     async fn wait_for_init(

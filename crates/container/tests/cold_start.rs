@@ -46,7 +46,7 @@ async fn cold_start_figures() {
         let t = sandbox.start_timings();
         cgroups.push(t.cgroups);
         disk.push(t.tmp_disk);
-        clone.push(t.clone_to_exec);
+        clone.push(t.clone_to_ready + t.claim_to_exec);
         let stopping = Instant::now();
         sandbox.shutdown().await;
         teardown.push(stopping.elapsed());

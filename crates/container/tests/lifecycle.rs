@@ -361,3 +361,116 @@ async fn a_cancelled_start_leaves_nothing() {
         common::Footprint::for_id(&id).assert_gone();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_sandbox_runs_the_function_that_claims_it() {
+    if !sandbox_available() {
+        return;
+    }
+    // Warmed with no code at all: an empty directory and a placeholder command.
+    let empty = common::scratch().join("no-code");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut template = config("warm-claimed");
+    template.code_dir = empty;
+    template.command = vec!["/nonexistent".into()];
+    let warm = nimbus_container::WarmSandbox::start(&template)
+        .await
+        .expect("warms up");
+    let footprint = Footprint::for_id(warm.id());
+    // Claimed by a function with its own code, variables and memory size.
+    let mut function = config("ignored-id");
+    function.environment = vec![("CLAIMED_BY".into(), "warm-test".into())];
+    function.memory_mb = 256;
+    let mut sandbox = warm
+        .claim(&function)
+        .await
+        .expect("the claim execs the function");
+    assert_eq!(sandbox.id(), "warm-claimed", "the sandbox keeps its own id");
+    let env = sandbox
+        .invoke(request("w-1", "env", Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let env = response(&env.result);
+    assert!(env.contains("CLAIMED_BY=warm-test\n"), "{env}");
+    assert!(
+        env.contains("AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256\n"),
+        "{env}"
+    );
+    let layout = nimbus_container::CgroupLayout::discover().unwrap();
+    let limit_file = match layout.memory.version {
+        nimbus_container::Version::V1 => "memory.limit_in_bytes",
+        nimbus_container::Version::V2 => "memory.max",
+    };
+    let limit = std::fs::read_to_string(
+        layout
+            .memory
+            .mount
+            .join(format!("nimbus-{}", common::tag()))
+            .join("warm-claimed")
+            .join(limit_file),
+    )
+    .unwrap();
+    assert_eq!(
+        limit.trim(),
+        (256u64 << 20).to_string(),
+        "the claim set MemorySize"
+    );
+    let echo = sandbox
+        .invoke(request("w-2", "echo claimed", Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(response(&echo.result), "claimed");
+    sandbox.shutdown().await;
+    footprint.assert_gone();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclaimed_or_mismatched_warm_sandbox_leaves_nothing() {
+    if !sandbox_available() {
+        return;
+    }
+    let warm = nimbus_container::WarmSandbox::start(&config("warm-discarded"))
+        .await
+        .expect("warms up");
+    let footprint = Footprint::for_id(warm.id());
+    warm.discard().await;
+    footprint.assert_gone();
+
+    let warm = nimbus_container::WarmSandbox::start(&config("warm-dropped"))
+        .await
+        .expect("warms up");
+    let footprint = Footprint::for_id(warm.id());
+    drop(warm);
+    footprint.assert_gone();
+
+    // A function whose /tmp differs from the sandbox's disk cannot claim it.
+    let warm = nimbus_container::WarmSandbox::start(&config("warm-mismatch"))
+        .await
+        .expect("warms up");
+    let footprint = Footprint::for_id(warm.id());
+    let mut bigger = config("warm-mismatch");
+    bigger.ephemeral_storage_mb = 128;
+    let error = warm.claim(&bigger).await.err().expect("refused");
+    assert!(matches!(error, StartError::InvalidConfig(_)), "{error}");
+    footprint.assert_gone();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_code_cannot_be_mounted_says_so() {
+    if !sandbox_available() {
+        return;
+    }
+    let warm = nimbus_container::WarmSandbox::start(&config("warm-no-code"))
+        .await
+        .expect("warms up");
+    let footprint = Footprint::for_id(warm.id());
+    let mut function = config("warm-no-code");
+    function.code_dir = common::scratch().join("does-not-exist");
+    let error = warm.claim(&function).await.err().expect("refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("mount the function's code") && text.contains("does-not-exist"),
+        "{text}"
+    );
+    footprint.assert_gone();
+}
