@@ -20,6 +20,8 @@ from test_provided import bootstrap_zip
 from test_python import host_runtime
 
 ROLE = "arn:aws:iam::123456789012:role/r"
+# Warm sandboxes a server keeps ready (nimbus_worker::container::WARM_SANDBOXES).
+WARM_SANDBOXES = 2
 # How long the sandboxes of a killed server may take to die (parent-death signal).
 SANDBOX_DEATH_TIMEOUT_S = 10.0
 
@@ -61,6 +63,12 @@ def loop_devices_under(directory: Path) -> list[str]:
     return [line for line in out.stdout.splitlines() if str(directory.resolve()) in line]
 
 
+def state_dirs(data_dir: Path) -> list[str]:
+    """The sandbox state directories under a data dir (dot-names are templates)."""
+    root = data_dir / "sandboxes"
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+
+
 def python_zip() -> bytes:
     return make_zip({"lambda_function.py": (GUESTS_DIR / "python" / "lambda_function.py").read_bytes()})
 
@@ -96,12 +104,14 @@ def test_a_killed_servers_sandboxes_are_gone_after_the_next_start(tmp_path):
                 daemon=True,
             ).start()
         deadline = time.monotonic() + 10
-        while len(children(ours.proc.pid)) < 3 and time.monotonic() < deadline:
+        # Three function sandboxes, plus the warm ones each server keeps ready.
+        while len(children(ours.proc.pid)) < 3 + WARM_SANDBOXES and time.monotonic() < deadline:
             time.sleep(0.05)
         our_sandboxes = children(ours.proc.pid)
         other_sandboxes = children(other.proc.pid)
-        assert len(our_sandboxes) == 3, f"three sandboxes of ours run: {our_sandboxes}"
-        assert len(other_sandboxes) == 1, other_sandboxes
+        # (A refill may be under way: at least, not exactly.)
+        assert len(our_sandboxes) >= 3 + WARM_SANDBOXES, f"sandboxes of ours: {our_sandboxes}"
+        assert len(other_sandboxes) >= 1 + WARM_SANDBOXES, other_sandboxes
         assert sandbox_cgroups(tag_of(ours_dir)) and loop_devices_under(ours_dir / "sandboxes")
 
         ours.stop(signal.SIGKILL)
@@ -111,12 +121,20 @@ def test_a_killed_servers_sandboxes_are_gone_after_the_next_start(tmp_path):
         alive = [pid for pid in our_sandboxes if Path(f"/proc/{pid}").exists()]
         assert not alive, f"sandboxes of the killed server still run: {alive}"
 
+        old_cgroups = sandbox_cgroups(tag_of(ours_dir))
+        old_states = state_dirs(ours_dir)
+        assert old_cgroups and old_states
         ours = start(ours_dir, tmp_path / "ours-again.log")
         servers.append(ours)
-        assert sandbox_cgroups(tag_of(ours_dir)) == [], "the restart swept the killed server's cgroups"
-        leftovers = [p.name for p in (ours_dir / "sandboxes").iterdir() if not p.name.startswith(".")]
-        assert leftovers == [], f"sandbox state left behind: {leftovers}"
-        assert loop_devices_under(ours_dir / "sandboxes") == []
+        # The restarted server makes warm sandboxes of its own at once; its
+        # sandbox ids never repeat a predecessor's.
+        left = set(old_cgroups) & set(sandbox_cgroups(tag_of(ours_dir)))
+        assert not left, f"the restart left the killed server's cgroups: {sorted(left)}"
+        left = set(old_states) & set(state_dirs(ours_dir))
+        assert not left, f"sandbox state left behind: {sorted(left)}"
+        stale = [line for line in loop_devices_under(ours_dir / "sandboxes")
+                 if any(f"/{name}/" in line for name in old_states)]
+        assert stale == [], f"loop devices of the killed server: {stale}"
 
         # The other server's sandbox was not touched: still running, still hot.
         assert all(Path(f"/proc/{pid}").exists() for pid in other_sandboxes)

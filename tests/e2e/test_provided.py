@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -182,3 +183,27 @@ def test_a_lambda_runtime_rust_function_runs_unchanged(lam, fn_name, lambda_rust
         assert json.loads(again["Body"])["echo"] == {"after": "error"}
     finally:
         lam.delete_function(FunctionName=fn_name)
+
+
+def tier_of(resp) -> str:
+    return resp["ResponseMetadata"]["HTTPHeaders"]["x-nimbus-tier"]
+
+
+def test_each_invocation_records_its_tier(lam, provided):
+    # The server keeps warm sandboxes (no code yet) ready; a first
+    # invocation claims one, the next finds the function's sandbox hot.
+    name = provided(Environment={"Variables": {"GREETING": "claimed"}})
+    time.sleep(1.0)  # the pool refills in the background within milliseconds
+    first = invoke_payload(lam, name, b'{"n":1}', LogType="Tail")
+    assert tier_of(first) == "warm", first["ResponseMetadata"]["HTTPHeaders"]
+    body = json.loads(first["Body"])
+    assert body["echo"] == {"n": 1} and body["greeting"] == "claimed"
+    assert "Init Duration:" in log_of(first), "a claimed warm sandbox still runs the function's init"
+    second = invoke_payload(lam, name, b'{"n":2}', LogType="Tail")
+    assert tier_of(second) == "hot" and "Init Duration:" not in log_of(second)
+    # The pool's sandboxes have Lambda's default /tmp; another size is built cold.
+    big = provided(EphemeralStorage={"Size": 1024})
+    time.sleep(1.0)
+    assert tier_of(invoke_payload(lam, big, b"{}")) == "cold"
+    # A wasm function's instance is prepared ahead: it is hot from the start.
+    assert tier_of(lam.invoke(FunctionName=name, Payload=b"{}")) == "hot"

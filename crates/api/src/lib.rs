@@ -366,6 +366,8 @@ fn open_containers(dir: &Path, region: &str) -> Result<Arc<ContainerPool>, Strin
         region,
     )?);
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let _entered = runtime.enter();
+        pool.refill();
         let weak = Arc::downgrade(&pool);
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(IDLE_RECYCLE / 10);

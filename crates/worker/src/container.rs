@@ -1,10 +1,14 @@
-//! The container executor: a pool of hot sandboxes per function version.
+//! The container executor: sandboxes in three tiers (Decision 6).
 //!
 //! A sandbox whose function waits in `/next` after an invocation is *hot*
-//! and serves the next invocation of the same version and revision; a miss
-//! starts one from nothing (*cold*). Idle sandboxes are recycled after
-//! [`IDLE_RECYCLE`], the host never holds more than [`SANDBOXES_MAX`], and a
-//! sandbox that was killed (timeout, out of memory, crash) is never reused.
+//! and serves the next invocation of the same version and revision. A miss
+//! claims a *warm* sandbox — namespaces, cgroups, root, `/tmp` disk and
+//! Runtime API built ahead, no code — from a pool of [`WARM_SANDBOXES`]
+//! that is refilled in the background; with none at hand (or a `/tmp` size
+//! other than the pool's) it builds one from nothing (*cold*). Idle
+//! sandboxes are recycled after [`IDLE_RECYCLE`], the host never holds more
+//! than [`SANDBOXES_MAX`] (warm ones included), and a sandbox that was
+//! killed (timeout, out of memory, crash) is never reused.
 //!
 //! `provided.*` sandboxes exec the package's `bootstrap`. `python3.x`
 //! sandboxes run the host's `python3.x` on the platform's runtime client
@@ -13,13 +17,13 @@
 
 use crate::snapshot::FunctionSnapshot;
 use nimbus_container::{
-    HostConfig, InvokeOutcome, InvokeRequest, Sandbox, SandboxConfig, StartError,
+    HostConfig, InvokeOutcome, InvokeRequest, Sandbox, SandboxConfig, StartError, WarmSandbox,
 };
 use nimbus_control::Runtime;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Idle time after which a hot sandbox is shut down (Lambda keeps them
@@ -27,6 +31,12 @@ use std::time::{Duration, Instant};
 pub const IDLE_RECYCLE: Duration = Duration::from_secs(10 * 60);
 /// Most sandboxes alive at once on this host.
 pub const SANDBOXES_MAX: usize = 64;
+/// Warm sandboxes kept ready. Each holds a sparse `/tmp` image, a few
+/// cgroups and a waiting process that shares the server's pages until it
+/// execs (copy-on-write), so the pool is small.
+pub const WARM_SANDBOXES: usize = 2;
+/// The `/tmp` size of warm sandboxes: Lambda's default `EphemeralStorage`.
+const WARM_EPHEMERAL_STORAGE_MB: u32 = nimbus_container::limits::EPHEMERAL_STORAGE_MB_DEFAULT;
 /// nimbus' runtime client for `python3.x`, written under the data directory
 /// at start-up and mounted read-only at `/var/runtime` in python sandboxes.
 const PYTHON_RUNTIME_CLIENT: &str = include_str!("../runtimes/python/bootstrap.py");
@@ -91,12 +101,36 @@ pub enum ContainerError {
     Invoke(String),
 }
 
-/// What a container invocation produced, and whether it was a cold start.
+/// Where an invocation's sandbox came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// The function's own sandbox, waiting in `/next`.
+    Hot,
+    /// A warm sandbox claimed for the function.
+    Warm,
+    /// A sandbox built from nothing.
+    Cold,
+}
+
+impl Tier {
+    /// The tier's name, as the `X-Nimbus-Tier` header gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Hot => "hot",
+            Tier::Warm => "warm",
+            Tier::Cold => "cold",
+        }
+    }
+}
+
+/// What a container invocation produced, and where its sandbox came from.
 pub struct ContainerOutcome {
     /// The function's answer, log and measurements.
     pub outcome: InvokeOutcome,
-    /// `Some(init)` when this invocation started the sandbox.
+    /// `Some(init)` when this invocation started the function.
     pub init_duration: Option<Duration>,
+    /// The tier that served it.
+    pub tier: Tier,
 }
 
 /// Hot sandboxes, by function version.
@@ -106,9 +140,16 @@ pub struct ContainerPool {
     /// The host directory mounted at `/var/runtime` in python sandboxes.
     python_runtime_dir: PathBuf,
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
-    /// Sandboxes alive, idle or busy.
+    /// Warm sandboxes, ready to be claimed.
+    warm: Mutex<Vec<WarmSandbox>>,
+    /// Warm sandboxes being built.
+    warming: AtomicUsize,
+    /// Sandboxes alive: warm, idle or busy.
     live: AtomicUsize,
     next_id: AtomicU64,
+    /// Prefix of this pool's sandbox ids, different on every start, so a
+    /// sandbox is never mistaken for one of a predecessor's.
+    boot: String,
 }
 
 impl ContainerPool {
@@ -133,8 +174,11 @@ impl ContainerPool {
             region: region.to_string(),
             python_runtime_dir,
             idle: Mutex::default(),
+            warm: Mutex::default(),
+            warming: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
+            boot: boot_prefix(),
         })
     }
 
@@ -179,28 +223,114 @@ impl ContainerPool {
                 Some(victim.sandbox)
             })
         };
-        match victim {
-            Some(sandbox) => {
-                // The victim's slot becomes ours: live stays counted once.
-                self.live.fetch_sub(1, Ordering::AcqRel);
-                sandbox.shutdown().await;
+        // The victim's slot becomes ours: live stays counted once.
+        if let Some(sandbox) = victim {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            sandbox.shutdown().await;
+            return Ok(());
+        }
+        // Then a warm sandbox this start could not use (another /tmp size).
+        let warm = self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        match warm {
+            Some(warm) => {
+                warm.discard().await;
                 Ok(())
             }
-            None => {
+            None => Err(ContainerError::Capacity),
+        }
+    }
+
+    /// Starts building warm sandboxes until the pool holds
+    /// [`WARM_SANDBOXES`]; never beyond the host's capacity, and never by
+    /// evicting anything. Needs a tokio runtime.
+    pub fn refill(self: &Arc<Self>) {
+        let held = self.warm.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let missing = WARM_SANDBOXES.saturating_sub(held + self.warming.load(Ordering::Acquire));
+        for _ in 0..missing {
+            if self.live.fetch_add(1, Ordering::AcqRel) >= SANDBOXES_MAX {
                 self.live.fetch_sub(1, Ordering::AcqRel);
-                Err(ContainerError::Capacity)
+                return;
+            }
+            self.warming.fetch_add(1, Ordering::AcqRel);
+            let pool = self.clone();
+            tokio::spawn(async move {
+                let id = pool.new_id("w");
+                // Only the id, host settings and /tmp size matter until a claim.
+                let mut template =
+                    SandboxConfig::provided(id, pool.host.clone(), &pool.host.state_dir);
+                template.ephemeral_storage_mb = WARM_EPHEMERAL_STORAGE_MB;
+                match WarmSandbox::start(&template).await {
+                    Ok(warm) => pool
+                        .warm
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(warm),
+                    Err(e) => {
+                        pool.live.fetch_sub(1, Ordering::AcqRel);
+                        tracing::warn!(error = %e, "a warm sandbox could not be built");
+                    }
+                }
+                pool.warming.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+    }
+
+    /// A fresh sandbox id: `<boot><kind><n>`.
+    fn new_id(&self, kind: &str) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}{kind}{n}", self.boot)
+    }
+
+    /// Warm sandboxes ready now.
+    pub fn warm_count(&self) -> usize {
+        self.warm.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// A sandbox for the snapshot's function: a claimed warm one, else one
+    /// built from nothing.
+    async fn start(
+        self: &Arc<Self>,
+        snapshot: &FunctionSnapshot,
+        code_dir: &Path,
+    ) -> Result<(Sandbox, Tier), ContainerError> {
+        let mut config = self.sandbox_config(snapshot, code_dir);
+        let warm = if config.ephemeral_storage_mb == WARM_EPHEMERAL_STORAGE_MB {
+            self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        } else {
+            None
+        };
+        let (started, tier) = match warm {
+            Some(warm) => {
+                self.refill();
+                (warm.claim(&config).await, Tier::Warm)
+            }
+            None => {
+                self.claim_slot().await?;
+                config.id = self.new_id("s");
+                (Sandbox::start(config).await, Tier::Cold)
+            }
+        };
+        match started {
+            Ok(sandbox) => Ok((sandbox, tier)),
+            Err(e) => {
+                self.live.fetch_sub(1, Ordering::AcqRel);
+                Err(match e.function_error() {
+                    Some((kind, message, log)) => ContainerError::Init(
+                        kind.to_string(),
+                        message.to_string(),
+                        log.as_bytes().to_vec(),
+                    ),
+                    None => ContainerError::Start(e),
+                })
             }
         }
     }
 
-    async fn start(
-        &self,
-        snapshot: &FunctionSnapshot,
-        code_dir: &Path,
-    ) -> Result<Sandbox, ContainerError> {
-        self.claim_slot().await?;
-        let id = format!("s{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        let mut config = SandboxConfig::provided(id, self.host.clone(), code_dir);
+    /// The sandbox configuration of the snapshot's function (its id is set
+    /// for a cold start; a warm sandbox keeps its own).
+    fn sandbox_config(&self, snapshot: &FunctionSnapshot, code_dir: &Path) -> SandboxConfig {
+        let mut config = SandboxConfig::provided("claimed", self.host.clone(), code_dir);
         let c = &snapshot.config;
         if let Runtime::Python(minor) = c.runtime {
             let python = python_interpreter(minor).display().to_string();
@@ -230,37 +360,24 @@ impl ContainerPool {
         config
             .environment
             .extend(c.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
-        match Sandbox::start(config).await {
-            Ok(sandbox) => Ok(sandbox),
-            Err(e) => {
-                self.live.fetch_sub(1, Ordering::AcqRel);
-                Err(match e.function_error() {
-                    Some((kind, message, log)) => ContainerError::Init(
-                        kind.to_string(),
-                        message.to_string(),
-                        log.as_bytes().to_vec(),
-                    ),
-                    None => ContainerError::Start(e),
-                })
-            }
-        }
+        config
     }
 
     /// Runs one invocation on a hot sandbox of the snapshot's version, or a
     /// new one.
     pub async fn invoke(
-        &self,
+        self: &Arc<Self>,
         snapshot: &FunctionSnapshot,
         code_dir: &Path,
         request: InvokeRequest,
     ) -> Result<ContainerOutcome, ContainerError> {
         let key = Self::key(snapshot);
-        let (mut sandbox, init_duration) = match self.take_idle(&key) {
-            Some(hot) => (hot, None),
+        let (mut sandbox, init_duration, tier) = match self.take_idle(&key) {
+            Some(hot) => (hot, None, Tier::Hot),
             None => {
-                let cold = self.start(snapshot, code_dir).await?;
-                let init = cold.init_duration();
-                (cold, Some(init))
+                let (started, tier) = self.start(snapshot, code_dir).await?;
+                let init = started.init_duration();
+                (started, Some(init), tier)
             }
         };
         let result = sandbox.invoke(request).await;
@@ -279,6 +396,7 @@ impl ContainerPool {
             Ok(outcome) => Ok(ContainerOutcome {
                 outcome,
                 init_duration,
+                tier,
             }),
             Err(e) => Err(ContainerError::Invoke(e.to_string())),
         }
@@ -312,6 +430,14 @@ impl ContainerPool {
             sandbox.shutdown().await;
         }
     }
+}
+
+/// Six hex digits from the clock: distinct across restarts of one server.
+fn boot_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:06x}", (nanos as u64) & 0xff_ffff)
 }
 
 /// Writes `name` under `dir` (made if missing) through a rename, so a

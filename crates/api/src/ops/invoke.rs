@@ -14,7 +14,7 @@ use base64::Engine as _;
 use nimbus_container::{InvokeRequest, InvokeResult};
 use nimbus_control::validate::FunctionRef;
 use nimbus_worker::Code;
-use nimbus_worker::container::ContainerError;
+use nimbus_worker::container::{ContainerError, Tier};
 use nimbus_worker::snapshot::LATEST;
 use nimbus_worker::{FunctionSnapshot, Invocation, Outcome};
 use std::collections::HashMap;
@@ -72,7 +72,7 @@ pub async fn invoke(
         }
     };
     let version = route(&platform, &caller, &function)?;
-    let snapshot = snapshot(&platform, &caller, &function, &version).await?;
+    let (snapshot, pulled) = snapshot(&platform, &caller, &function, &version).await?;
     if snapshot.version != version {
         // Invariant: an invocation runs exactly the version it was routed to.
         return Err(ApiError::internal(format!(
@@ -97,7 +97,10 @@ pub async fn invoke(
         ));
     }
     let request_id = uuid::Uuid::new_v4().to_string();
-    let (result, log) = execute(&platform, &caller, &snapshot, &request_id, payload).await?;
+    let (result, log, tier) = execute(&platform, &caller, &snapshot, &request_id, payload).await?;
+    // A wasm function whose snapshot had to be pulled (and its code loaded
+    // or compiled) is a cold start; otherwise its InstancePre was in memory.
+    let tier = tier.unwrap_or(if pulled { Tier::Cold } else { Tier::Hot });
     let tail_text = tail.then(|| {
         base64::engine::general_purpose::STANDARD
             .encode(&log[log.len().saturating_sub(LOG_TAIL_BYTES)..])
@@ -130,6 +133,8 @@ pub async fn invoke(
         "x-amzn-RequestId",
         HeaderValue::from_str(&request_id).map_err(ApiError::internal)?,
     );
+    // nimbus' extension: which tier served the invocation (Decision 6).
+    h.insert("X-Nimbus-Tier", HeaderValue::from_static(tier.as_str()));
     if let Some(text) = tail_text {
         h.insert(
             "X-Amz-Log-Result",
@@ -139,16 +144,19 @@ pub async fn invoke(
     Ok(response)
 }
 
+/// What an execution gave: the response (or a function error's body), the
+/// invocation's log, and for containers the tier that served it.
+type Executed = (Result<Bytes, Bytes>, Vec<u8>, Option<Tier>);
+
 /// Runs the invocation in the snapshot's sandbox — the one place the
-/// executor is chosen. Returns the response (or a function error's body)
-/// and the invocation's log.
+/// executor is chosen.
 async fn execute(
     platform: &Platform,
     caller: &Caller,
     snapshot: &FunctionSnapshot,
     request_id: &str,
     payload: Bytes,
-) -> Result<(Result<Bytes, Bytes>, Vec<u8>), ApiError> {
+) -> Result<Executed, ApiError> {
     let c = &snapshot.config;
     let timeout = Duration::from_secs(c.timeout_s.into());
     match &snapshot.code {
@@ -165,7 +173,7 @@ async fn execute(
             let result = outcome
                 .result
                 .map_err(|e| error_body(&e.error_type, &e.message));
-            Ok((result, log))
+            Ok((result, log, None))
         }
         Code::Process(code_dir) => {
             let pool = platform
@@ -196,7 +204,7 @@ async fn execute(
                         InvokeResult::Response(body) => Ok(body),
                         InvokeResult::FunctionError(e) => Err(e.body),
                     };
-                    Ok((result, log))
+                    Ok((result, log, Some(done.tier)))
                 }
                 Err(ContainerError::Init(kind, message, init_log)) => {
                     let mut log = format!(
@@ -204,7 +212,7 @@ async fn execute(
                     )
                     .into_bytes();
                     log.extend_from_slice(&init_log);
-                    Ok((Err(error_body(&kind, &message)), log))
+                    Ok((Err(error_body(&kind, &message)), log, Some(Tier::Cold)))
                 }
                 Err(ContainerError::Capacity) => Err(ApiError {
                     retry_after_s: Some(1),
@@ -242,18 +250,19 @@ fn route(platform: &Platform, caller: &Caller, function: &FunctionRef) -> Result
 }
 
 /// The worker's snapshot of one version, pulled from the store on a miss
-/// (e.g. a version whose code could not be prepared at start-up).
+/// (e.g. a version whose code could not be prepared at start-up); `true`
+/// when it was pulled.
 async fn snapshot(
     platform: &Arc<Platform>,
     caller: &Caller,
     function: &FunctionRef,
     version: &str,
-) -> Result<Arc<FunctionSnapshot>, ApiError> {
+) -> Result<(Arc<FunctionSnapshot>, bool), ApiError> {
     if let Some(held) = platform
         .snapshots
         .get(&caller.account_id, &function.name, version)
     {
-        return Ok(held);
+        return Ok((held, false));
     }
     let (worker, tenant, name) = (
         platform.clone(),
@@ -272,7 +281,9 @@ async fn snapshot(
         },
     })
     .await?;
-    pulled.ok_or_else(|| platform.function_not_found(caller, function))
+    pulled
+        .map(|snapshot| (snapshot, true))
+        .ok_or_else(|| platform.function_not_found(caller, function))
 }
 
 /// The invocation's log as Lambda frames it.
