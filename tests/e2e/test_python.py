@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,20 @@ def test_aws_cli_deploys_and_invokes(aws, tmp_path, fn_name, runtime):
     assert answer["StatusCode"] == 200 and "FunctionError" not in answer
     assert json.loads(out.read_text())["echo"] == {"cli": 1}
     aws("delete-function", "--function-name", fn_name)
+
+
+def test_deleting_a_function_retires_its_sandboxes(lam, fn_name, runtime, server):
+    lam.create_function(
+        FunctionName=fn_name, Runtime=runtime, Role=ROLE, Handler="lambda_function.lambda_handler",
+        Code={"ZipFile": handler_zip()},
+    )
+    body = json.loads(invoke_payload(lam, fn_name, b"{}")["Body"])
+    # Lambda's log stream name is "<version>/<sandbox>" here.
+    sandbox = body["log_stream"].split("/", 1)[1]
+    state = server.data_dir / "sandboxes" / sandbox
+    assert state.is_dir(), f"the hot sandbox's state {state} exists"
+    lam.delete_function(FunctionName=fn_name)
+    deadline = time.monotonic() + 10
+    while state.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not state.exists(), "the deleted function's sandbox was shut down"

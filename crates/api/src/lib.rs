@@ -292,7 +292,7 @@ impl Platform {
 
     /// Shuts down the idle sandboxes of a function whose `$LATEST` changed
     /// or that was deleted; they could never serve again.
-    fn retire_sandboxes(&self, tenant: &str, function: &str) {
+    pub(crate) fn retire_sandboxes(&self, tenant: &str, function: &str) {
         let (Ok(pool), Ok(runtime)) = (&self.containers, tokio::runtime::Handle::try_current())
         else {
             return;

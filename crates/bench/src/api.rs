@@ -97,6 +97,7 @@ impl Api {
         runtime: &str,
         handler: &str,
         zip: &[u8],
+        ephemeral_storage_mb: u32,
     ) -> anyhow::Result<()> {
         let body = serde_json::json!({
             "FunctionName": name,
@@ -104,6 +105,7 @@ impl Api {
             "Handler": handler,
             "Role": "arn:aws:iam::000000000000:role/nimbus-bench",
             "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
+            "EphemeralStorage": { "Size": ephemeral_storage_mb },
         })
         .to_string();
         let (status, answer) = self.send("POST", "/2015-03-31/functions", body.as_bytes(), &[])?;
@@ -185,9 +187,15 @@ impl Api {
             .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
             .map(|raw| String::from_utf8_lossy(&raw).into_owned())
             .unwrap_or_default();
+        let tier = response
+            .headers()
+            .get("x-nimbus-tier")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let status = response.status().as_u16();
         let body = read(&mut response)?;
-        Ok((status, Answer { body, log }))
+        Ok((status, Answer { body, log, tier }))
     }
 }
 
@@ -197,6 +205,8 @@ pub struct Answer {
     pub body: Vec<u8>,
     /// The decoded `X-Amz-Log-Result`, if asked for.
     pub log: String,
+    /// `X-Nimbus-Tier` of an invoke: hot, warm or cold.
+    pub tier: String,
 }
 
 /// An unsigned client of the baseline server, keeping its connection.

@@ -7,8 +7,11 @@
 //! new function, invokes it once with `LogType=Tail`, and deletes it; the
 //! REPORT line's `Init Duration` (the function's own init, from exec to its
 //! first `/next`) splits the time into the function's share and the
-//! platform's. A *warm invoke* reuses one hot sandbox; the bare axum server,
-//! asked by the same client in the same run, is its baseline.
+//! platform's. With Lambda's default `/tmp` size such a start claims one of
+//! the server's warm sandboxes; with another size it builds one from
+//! nothing, so both tiers are measured (the tier each start got is counted
+//! from `X-Nimbus-Tier`). A *hot invoke* reuses one hot sandbox; the bare
+//! axum server, asked by the same client in the same run, is its baseline.
 
 use crate::api::Api;
 use crate::process::Server;
@@ -20,11 +23,17 @@ use std::time::{Duration, Instant};
 
 /// The event every invocation sends.
 const EVENT: &str = r#"{"bench":true}"#;
+/// Lambda's default `/tmp` size: the warm pool's.
+const DEFAULT_TMP_MB: u32 = 512;
+/// Any other size: a start from nothing.
+const COLD_TMP_MB: u32 = 1_024;
 
 /// One runtime's figures.
 pub struct RuntimeFigures {
-    /// `provided.al2023 (lambda_runtime)`, `python3.11`, …
+    /// `provided.al2023 (lambda_runtime)`, `python3.11`, …, and the tier.
     pub label: String,
+    /// How many starts each tier served.
+    pub tiers: String,
     /// Invoke that found no hot sandbox, request to last byte.
     pub cold: Summary,
     /// The function's own init (`Init Duration`).
@@ -78,20 +87,27 @@ pub fn measure(plan: &Plan, nimbus_bin: &Path, scratch: &Path) -> anyhow::Result
     let bare = Server::start_hello(scratch, "containers", None)?;
     let api = Api::new(nimbus.address, ACCESS_KEY_ID, SECRET_ACCESS_KEY, REGION);
     let mut runtimes = Vec::new();
-    for package in &packages {
-        eprintln!("{}: {} cold starts", package.label, plan.cold_runs);
-        let (cold, init) = cold_starts(&api, package, plan.cold_runs, "cold")?;
-        let platform = cold
+    let runs = [
+        (&packages[0], DEFAULT_TMP_MB, "warm"),
+        (&packages[0], COLD_TMP_MB, "cold"),
+        (&packages[1], DEFAULT_TMP_MB, "warm"),
+    ];
+    for (package, tmp_mb, tier) in runs {
+        eprintln!("{}, {tier}: {} starts", package.label, plan.cold_runs);
+        let starts = cold_starts(&api, package, plan.cold_runs, tmp_mb)?;
+        let platform = starts
+            .cold
             .iter()
-            .zip(&init)
+            .zip(&starts.init)
             .map(|(c, i)| c.saturating_sub(*i))
             .collect();
-        eprintln!("{}: {} warm invokes", package.label, plan.warm_runs);
+        eprintln!("{}: {} hot invokes", package.label, plan.warm_runs);
         let warm = warm_invokes(&api, package, plan.warm_runs)?;
         runtimes.push(RuntimeFigures {
-            label: package.label.clone(),
-            cold: Summary::of(cold),
-            init: Summary::of(init),
+            label: format!("{} — {tier} start", package.label),
+            tiers: starts.tiers,
+            cold: Summary::of(starts.cold),
+            init: Summary::of(starts.init),
             platform: Summary::of(platform),
             warm,
         });
@@ -111,30 +127,52 @@ pub fn measure(plan: &Plan, nimbus_bin: &Path, scratch: &Path) -> anyhow::Result
     })
 }
 
-/// `runs` cold starts of `package`: (request to last byte, function init).
-fn cold_starts(
-    api: &Api,
-    package: &Package,
-    runs: u32,
-    tag: &str,
-) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+/// What a series of starts measured.
+struct Starts {
+    /// Request to last byte.
+    cold: Vec<Duration>,
+    /// The function's own init.
+    init: Vec<Duration>,
+    /// How many each tier served, e.g. `200 warm`.
+    tiers: String,
+}
+
+/// `runs` starts of `package` with `/tmp` of `tmp_mb`.
+fn cold_starts(api: &Api, package: &Package, runs: u32, tmp_mb: u32) -> anyhow::Result<Starts> {
     let mut cold = Vec::with_capacity(runs as usize);
     let mut init = Vec::with_capacity(runs as usize);
+    let mut tiers = std::collections::BTreeMap::<String, u32>::new();
     for i in 0..runs {
-        let name = format!("bench-{tag}-{}-{i}", package.runtime.replace('.', "-"));
-        let (took, function_init) = one_cold_start(api, package, &name)?;
+        let name = format!(
+            "bench-start-{tmp_mb}-{}-{i}",
+            package.runtime.replace('.', "-")
+        );
+        let (took, function_init, tier) = one_cold_start(api, package, &name, tmp_mb)?;
         cold.push(took);
         init.push(function_init);
+        *tiers.entry(tier).or_default() += 1;
     }
-    Ok((cold, init))
+    let tiers = tiers
+        .iter()
+        .map(|(tier, n)| format!("{n} {tier}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(Starts { cold, init, tiers })
 }
 
 fn one_cold_start(
     api: &Api,
     package: &Package,
     name: &str,
-) -> anyhow::Result<(Duration, Duration)> {
-    api.create_zip_function(name, &package.runtime, package.handler, &package.zip)?;
+    tmp_mb: u32,
+) -> anyhow::Result<(Duration, Duration, String)> {
+    api.create_zip_function(
+        name,
+        &package.runtime,
+        package.handler,
+        &package.zip,
+        tmp_mb,
+    )?;
     let started = Instant::now();
     let answer = api.invoke_tail(name, EVENT.as_bytes())?;
     let took = started.elapsed();
@@ -150,7 +188,7 @@ fn one_cold_start(
     );
     let init = init_duration(&answer.log)
         .with_context(|| format!("{name}: no Init Duration in its log:\n{}", answer.log))?;
-    Ok((took, init))
+    Ok((took, init, answer.tier))
 }
 
 /// `Init Duration: 12.34 ms` from a REPORT line.
@@ -162,7 +200,13 @@ fn init_duration(log: &str) -> Option<Duration> {
 
 fn warm_invokes(api: &Api, package: &Package, runs: u32) -> anyhow::Result<Summary> {
     let name = format!("bench-warm-{}", package.runtime.replace('.', "-"));
-    api.create_zip_function(&name, &package.runtime, package.handler, &package.zip)?;
+    api.create_zip_function(
+        &name,
+        &package.runtime,
+        package.handler,
+        &package.zip,
+        DEFAULT_TMP_MB,
+    )?;
     let path = format!("/2015-03-31/functions/{name}/invocations");
     // The first invoke starts the sandbox; a tenth more warm it up.
     for _ in 0..=runs / 10 {
@@ -205,7 +249,7 @@ fn rate(api: &Api, package: &Package, plan: &Plan) -> anyhow::Result<f64> {
                     let mut done = 0u64;
                     while Instant::now() < deadline {
                         let name = format!("bench-rate-{client}-{done}");
-                        one_cold_start(api, package, &name)?;
+                        one_cold_start(api, package, &name, DEFAULT_TMP_MB)?;
                         done += 1;
                     }
                     Ok(done)

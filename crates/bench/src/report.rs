@@ -336,9 +336,11 @@ fn write_containers(
     writeln!(md, "- command: `{command}`")?;
     writeln!(
         md,
-        "- cold start: deploy a new function, then time its first invoke from request to last \
-         byte (the function's own init from its REPORT line's Init Duration); warm: one hot \
-         sandbox, sequential invokes, the bare axum server asked by the same client as baseline\n"
+        "- start: deploy a new function, then time its first invoke from request to last \
+         byte (the function's own init from its REPORT line's Init Duration); a warm start \
+         claims a sandbox the server built ahead (Lambda's default /tmp), a cold one builds it \
+         from nothing (another /tmp size); hot: one hot sandbox, sequential invokes, the bare \
+         axum server asked by the same client as baseline\n"
     )?;
     writeln!(
         md,
@@ -360,16 +362,11 @@ fn write_containers(
             .iter()
             .find(|(prefix, _)| r.label.starts_with(prefix))
             .map_or(String::new(), |(_, ms)| format!("≈ {ms} ms"));
-        row(
-            md,
-            &r.label,
-            "cold start, request to last byte",
-            &r.cold,
-            "",
-        )?;
+        let start = format!("start, request to last byte ({})", r.tiers);
+        row(md, &r.label, &start, &r.cold, "")?;
         row(md, &r.label, "· function's own init", &r.init, &aws)?;
         row(md, &r.label, "· platform's share", &r.platform, "")?;
-        row(md, &r.label, "warm invoke", &r.warm, "")?;
+        row(md, &r.label, "hot invoke", &r.warm, "")?;
     }
     row(md, "bare axum", "the same client's POST", &f.bare, "")?;
     writeln!(
@@ -388,14 +385,16 @@ fn write_containers(
             let (p50, p99) = NATIVE_COLD_TARGET;
             writeln!(
                 md,
-                "| native cold start p50 ≤ {} | {} | {} |",
+                "| {}: native cold start p50 ≤ {} | {} | {} |",
+                r.label,
                 millis(p50),
                 millis(r.cold.p50),
                 yes_no(r.cold.p50 <= p50)
             )?;
             writeln!(
                 md,
-                "| native cold start p99 ≤ {} | {} | {} |",
+                "| {}: native cold start p99 ≤ {} | {} | {} |",
+                r.label,
                 millis(p99),
                 millis(r.cold.p99),
                 yes_no(r.cold.p99 <= p99)
@@ -403,7 +402,7 @@ fn write_containers(
         } else {
             writeln!(
                 md,
-                "| {} cold start p50 ≤ {} | {} | {} |",
+                "| {}: cold start p50 ≤ {} | {} | {} |",
                 r.label,
                 millis(PYTHON_COLD_P50_TARGET),
                 millis(r.cold.p50),
@@ -413,7 +412,7 @@ fn write_containers(
         let added = r.warm.p50.saturating_sub(f.bare.p50);
         writeln!(
             md,
-            "| {} warm invoke added p50 ≤ {} | {} | {} |",
+            "| {}: hot invoke added p50 ≤ {} | {} | {} |",
             r.label,
             micros(WARM_ADDED_P50_TARGET),
             micros(added),

@@ -245,7 +245,12 @@ impl WarmSandbox {
                 config.ephemeral_storage_mb, self.ephemeral_storage_mb
             )));
         }
-        let env: Vec<String> = config
+        // The function's environment names this sandbox (its log stream).
+        let own = SandboxConfig {
+            id: self.id.clone(),
+            ..config.clone()
+        };
+        let env: Vec<String> = own
             .lambda_environment()
             .iter()
             .map(|(k, v)| format!("{k}={v}"))

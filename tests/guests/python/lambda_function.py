@@ -38,6 +38,7 @@ def lambda_handler(event, context):
         "function_name": context.function_name,
         "version": context.function_version,
         "arn": context.invoked_function_arn,
+        "log_stream": context.log_stream_name,
         "memory": str(context.memory_limit_in_mb),
         "remaining_ms": context.get_remaining_time_in_millis(),
         "greeting": os.environ.get("GREETING"),

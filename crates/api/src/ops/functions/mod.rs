@@ -295,6 +295,8 @@ pub async fn delete(
                     None => {
                         worker.snapshots.remove_function(&tenant, &name);
                         worker.logs.remove(&tenant, &name);
+                        // Its idle sandboxes can never serve again.
+                        worker.retire_sandboxes(&tenant, &name);
                     }
                     Some(n) => worker
                         .snapshots
