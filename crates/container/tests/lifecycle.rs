@@ -396,6 +396,10 @@ async fn a_warm_sandbox_runs_the_function_that_claims_it() {
         env.contains("AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256\n"),
         "{env}"
     );
+    assert!(
+        env.contains("AWS_LAMBDA_LOG_STREAM_NAME=$LATEST/warm-claimed\n"),
+        "the log stream names the sandbox: {env}"
+    );
     let layout = nimbus_container::CgroupLayout::discover().unwrap();
     let limit_file = match layout.memory.version {
         nimbus_container::Version::V1 => "memory.limit_in_bytes",
