@@ -27,8 +27,11 @@
 //!
 //! # Code map
 //!
-//! - [`Sandbox`] (`sandbox.rs`): the lifecycle — start until the first
-//!   `/next`, invoke, kill on timeout / out of memory / crash, teardown.
+//! - [`WarmSandbox`] (`sandbox.rs`): a sandbox built up to its function —
+//!   everything but the code — and its claim by one function.
+//! - [`Sandbox`] (`sandbox.rs`): the lifecycle — start (a warm sandbox
+//!   claimed at once) until the first `/next`, invoke, kill on timeout /
+//!   out of memory / crash, teardown.
 //! - `launch.rs`: the host side of a start, on the sandbox's *owner* thread:
 //!   cgroups, `/tmp` disk, the plan, `clone`, the Runtime API's listener.
 //! - `child.rs`: the child's setup between `clone` and `execve`, one linear
@@ -52,14 +55,22 @@
 //! 2. **`clone`** with new pid, mount, ipc, uts and net namespaces (or
 //!    `clone3(CLONE_INTO_CGROUP)` when every controller is on cgroup v2).
 //! 3. **Child** (`child::run`), still host root in fresh namespaces: reset
-//!    signals; stdio to the log pipe, every other descriptor close-on-exec;
+//!    signals; close every descriptor copied from the server but its own
+//!    (other sandboxes' pipes among them: they must see EOF and hang-ups);
+//!    stdio to the log pipe, the rest close-on-exec;
 //!    join the cgroups (v1) before anything is allocated; hostname; make all
 //!    mounts private, then build the root on a 1 MB tmpfs: read-only binds of
 //!    `/usr` (and `/bin`, `/lib*`, `/sbin` as the host's symlinks or binds),
 //!    a few `/etc` entries (loader cache, TLS roots, localtime) plus written
-//!    `passwd`/`group`/`hosts`, the code read-only at `/var/task`, the ext4
-//!    disk at `/tmp`, a fresh `/proc`, `/dev/{null,zero,full,random,urandom}`;
-//!    `pivot_root` and detach the old root; remount `/` read-only.
+//!    `passwd`/`group`/`hosts`, the ext4 disk at `/tmp`, a fresh `/proc`,
+//!    `/dev/{null,zero,full,random,urandom}`. The sandbox is now *warm*: it
+//!    reports ready and waits on the claim pipe. The **claim** (the host
+//!    writes the function's memory and pids limits to the cgroups, then
+//!    sends code path, runtime path, command and environment, and closes
+//!    the pipe) binds the code read-only at `/var/task` (and a managed
+//!    runtime's client at `/var/runtime`); then `pivot_root` and detach the
+//!    old root; remount `/` read-only. `Sandbox::start` claims at once; the
+//!    worker keeps a few warm sandboxes ready (Decision 6).
 //! 4. **Credentials**: drop groups, `setresgid`/`setresuid` to the
 //!    unprivileged host id (all capabilities gone), then `unshare` a user
 //!    namespace *from inside*, mapping that one id to 993 (Lambda's
@@ -119,10 +130,11 @@
 //! template copy brought the disk under 1 ms. Mounting `/tmp` without
 //! barriers took teardown from ~2.4 to ~1.3 ms and removed multi-second
 //! exits while the host's disk was busy (see `root::TMP_MOUNT_OPTIONS`).
-//! The p99s are mostly the shared cores' noise. Next steps: pre-made `/tmp`
-//! images and cgroups in a pool, and *warm* sandboxes whose namespaces and
-//! mounts exist before the code is known (Decision 6) — `clone` to `execve`
-//! is now the largest step.
+//! The p99s are mostly the shared cores' noise. Warm sandboxes (built up to
+//! the claim ahead of the request) now take the cgroups, the disk and
+//! `clone` plus the mounts off the request's path; through the API a native
+//! start from a warm sandbox takes 5.2 ms p50 where one from nothing takes
+//! 8.4 ms (`docs/PERFORMANCE.md`).
 //!
 //! # What the caller must provide
 //!
