@@ -128,6 +128,9 @@ pub struct Sandbox {
     /// midway (its future dropped): the function may still be working on that
     /// event, so the sandbox cannot be trusted with another.
     in_flight: bool,
+    /// The cgroup's out-of-memory kill count when last read: a failed
+    /// invocation that raised it was killed for memory.
+    oom_kills_seen: u64,
 }
 
 /// A sandbox built up to its function (Decision 6's *warm* tier): cgroups,
@@ -327,6 +330,7 @@ impl WarmSandbox {
             init_log: Vec::new(),
             gone: None,
             in_flight: false,
+            oom_kills_seen: 0,
         };
         match sandbox
             .wait_for_init(launched.exec_at, config.init_timeout)
@@ -360,6 +364,9 @@ impl Drop for WarmSandbox {
         }
     }
 }
+
+/// Bytes read from the log pipe at a time.
+const LOG_CHUNK_BYTES: usize = 8 * 1024;
 
 /// Appends to a log buffer, keeping its tail within the limit.
 fn append_log(buffer: &mut Vec<u8>, bytes: &[u8]) {
@@ -492,7 +499,6 @@ impl Sandbox {
             return Err(InvokeError::SandboxGone(reason));
         }
         self.in_flight = true;
-        let oom_before = self.cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills);
         let started = Instant::now();
         let deadline_ms = (SystemTime::now() + request.timeout)
             .duration_since(UNIX_EPOCH)
@@ -510,7 +516,7 @@ impl Sandbox {
         });
         let deadline = tokio::time::Instant::from_std(started + request.timeout);
         let mut log = Vec::new();
-        let mut chunk = vec![0u8; 64 * 1024];
+        let mut chunk = vec![0u8; LOG_CHUNK_BYTES];
         let mut log_open = true;
         enum End {
             Reply(Reply),
@@ -534,7 +540,12 @@ impl Sandbox {
         };
         let duration = started.elapsed();
         self.in_flight = false;
-        let oom = self.cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills) > oom_before;
+        // Only a failure can be an out-of-memory kill: a response needs no
+        // look at the cgroup's counter (a file read) on the hot path.
+        let oom = !matches!(end, End::Reply(Reply::Response(_))) && {
+            let kills = self.cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills);
+            std::mem::replace(&mut self.oom_kills_seen, kills) < kills
+        };
         let prefix = format!("RequestId: {request_id} Error: ");
         let (result, lost) = match end {
             End::Reply(Reply::Response(body)) => (InvokeResult::Response(body), false),
