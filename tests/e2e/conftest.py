@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +17,7 @@ from support import (
     ROOT_ACCESS_KEY_ID,
     ROOT_SECRET_ACCESS_KEY,
     NimbusServer,
+    build_guest,
     clean_env,
     lambda_client,
     make_zip,
@@ -97,27 +96,11 @@ def guests(tmp_path_factory) -> dict[str, bytes]:
 @pytest.fixture(scope="session")
 def component_echo(tmp_path_factory) -> bytes:
     """tests/guests/component-echo built as a wasi:cli component (wasm32-wasip2)."""
-    cargo = shutil.which("cargo")
-    if cargo is None:
-        require_capability("cargo is not installed, so the component guest cannot be built")
     if shutil.which("rustup") is not None:
         installed = subprocess.run(["rustup", "target", "list", "--installed"], capture_output=True, text=True)
         if "wasm32-wasip2" not in installed.stdout:
             require_capability("the wasm32-wasip2 target is not installed (rustup target add wasm32-wasip2)")
-    target_root = os.environ.get("CARGO_TARGET_DIR")
-    target_dir = Path(target_root) / "e2e-guests" if target_root else tmp_path_factory.mktemp("guest-target")
-    manifest = GUESTS_DIR / "component-echo" / "Cargo.toml"
-    env = dict(os.environ)
-    env.pop("CARGO_TARGET_DIR", None)
-    done = subprocess.run(
-        [cargo, "build", "--quiet", "--release", "--target", "wasm32-wasip2", "--manifest-path", str(manifest), "--target-dir", str(target_dir)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    return (target_dir / "wasm32-wasip2" / "release" / "component-echo.wasm").read_bytes()
+    return build_guest("component-echo", "component-echo.wasm", tmp_path_factory.mktemp("guest-target"), "wasm32-wasip2")
 
 
 # --- functions -------------------------------------------------------------------

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -62,6 +63,26 @@ def require_capability(reason: str) -> None:
     if os.environ.get("NIMBUS_REQUIRE_SANDBOX") == "1":
         pytest.fail(f"required capability missing: {reason}")
     pytest.skip(reason)
+
+
+def build_guest(name: str, binary: str, scratch, target: str | None = None) -> bytes:
+    """Builds the Cargo project tests/guests/<name> (release, for `target` or
+    the host) and returns the bytes of its `binary`. Builds go to
+    $CARGO_TARGET_DIR/e2e-guests when set, so runs share them."""
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        require_capability(f"cargo is not installed, so the guest {name} cannot be built")
+    target_root = os.environ.get("CARGO_TARGET_DIR")
+    target_dir = Path(target_root) / "e2e-guests" if target_root else scratch
+    command = [cargo, "build", "--quiet", "--release", "--locked",
+               "--manifest-path", str(GUESTS_DIR / name / "Cargo.toml"), "--target-dir", str(target_dir)]
+    if target is not None:
+        command += ["--target", target]
+    env = dict(os.environ)
+    env.pop("CARGO_TARGET_DIR", None)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr
+    return (target_dir / (target or "") / "release" / binary).read_bytes()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -332,6 +353,11 @@ def assert_client_error(exc_info, code: str, status: int) -> str:
 
 
 # --- functions -------------------------------------------------------------------
+
+
+def log_of(resp) -> str:
+    """The decoded log tail of an invoke made with LogType=Tail."""
+    return base64.b64decode(resp["LogResult"]).decode()
 
 
 def invoke_payload(lam, name: str, payload: bytes, **kw) -> dict:

@@ -3,59 +3,39 @@ speaks the Lambda Runtime API; driven through the aws CLI and boto3."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
-import os
-import shutil
 import stat
-import subprocess
 import time
 import zipfile
-from pathlib import Path
 
 import pytest
 
-from support import GUESTS_DIR, ROLE, assert_client_error, invoke_payload, make_zip, require_capability
+from support import GUESTS_DIR, ROLE, assert_client_error, build_guest, invoke_payload, log_of, make_zip
 
 BOOTSTRAP = GUESTS_DIR / "provided" / "bootstrap"
 
 
-def bootstrap_zip() -> bytes:
-    import io
-    import zipfile
-
+def bootstrap_zip(program: bytes | None = None) -> bytes:
+    """A custom-runtime package: `program` (the bootstrap script by default)
+    as an executable named `bootstrap` at the zip's root."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         info = zipfile.ZipInfo("bootstrap")
         info.external_attr = (stat.S_IFREG | 0o755) << 16
-        z.writestr(info, BOOTSTRAP.read_bytes())
+        z.writestr(info, BOOTSTRAP.read_bytes() if program is None else program)
     return buf.getvalue()
 
 
 @pytest.fixture
-def provided(lam, fn_name):
-    names = []
+def provided(functions):
+    """Creates a provided.al2023 function of the bootstrap script; returns its name."""
 
-    def create(**kw):
-        name = f"{fn_name}-{len(names)}"
-        lam.create_function(
-            FunctionName=name, Runtime="provided.al2023", Role=ROLE, Handler="unused",
-            Code={"ZipFile": bootstrap_zip()}, **kw,
-        )
-        names.append(name)
-        return name
+    def create(**kw) -> str:
+        created = functions.create(bootstrap_zip(), handler="unused", Runtime="provided.al2023", **kw)
+        return created["FunctionName"]
 
-    yield create
-    for name in names:
-        try:
-            lam.delete_function(FunctionName=name)
-        except Exception:
-            pass
-
-
-def log_of(resp) -> str:
-    return base64.b64decode(resp["LogResult"]).decode()
+    return create
 
 
 def test_round_trip_cold_then_hot(lam, provided):
@@ -139,27 +119,7 @@ def test_aws_cli_deploys_and_invokes(aws, tmp_path, fn_name):
 def lambda_rust_zip(tmp_path_factory) -> bytes:
     """tests/guests/lambda-rust — a function written with AWS's `lambda_runtime`
     crate — built for this host and zipped as Lambda's custom runtime wants it."""
-    cargo = shutil.which("cargo")
-    if cargo is None:
-        require_capability("cargo is not installed, so the lambda_runtime function cannot be built")
-    target_root = os.environ.get("CARGO_TARGET_DIR")
-    target_dir = Path(target_root) / "e2e-guests" if target_root else tmp_path_factory.mktemp("rust-target")
-    manifest = GUESTS_DIR / "lambda-rust" / "Cargo.toml"
-    env = dict(os.environ)
-    env.pop("CARGO_TARGET_DIR", None)
-    done = subprocess.run(
-        [cargo, "build", "--quiet", "--release", "--locked", "--manifest-path", str(manifest),
-         "--target-dir", str(target_dir)],
-        capture_output=True, text=True, env=env, timeout=900,
-    )
-    assert done.returncode == 0, done.stderr
-    binary = (target_dir / "release" / "bootstrap").read_bytes()
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        info = zipfile.ZipInfo("bootstrap")
-        info.external_attr = (stat.S_IFREG | 0o755) << 16
-        z.writestr(info, binary)
-    return buf.getvalue()
+    return bootstrap_zip(build_guest("lambda-rust", "bootstrap", tmp_path_factory.mktemp("rust-target")))
 
 
 def test_a_lambda_runtime_rust_function_runs_unchanged(lam, fn_name, lambda_rust_zip):

@@ -4,7 +4,6 @@ brings it; driven through boto3 and the aws CLI."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support import GUESTS_DIR, ROLE, assert_client_error, invoke_payload, make_zip, require_capability
+from support import GUESTS_DIR, ROLE, assert_client_error, invoke_payload, log_of, make_zip, require_capability
 
 PYTHON_GUESTS = GUESTS_DIR / "python"
 HOST_PYTHON = Path("/usr/bin/python3")
@@ -35,10 +34,6 @@ def handler_zip(extra: dict[str, bytes] | None = None) -> bytes:
     entries = {p.name: p.read_bytes() for p in sorted(PYTHON_GUESTS.glob("*.py"))}
     entries.update(extra or {})
     return make_zip(entries)
-
-
-def log_of(resp) -> str:
-    return base64.b64decode(resp["LogResult"]).decode()
 
 
 @pytest.fixture(scope="module")
@@ -69,24 +64,14 @@ def awslambdaric_files(tmp_path_factory, runtime) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def python_fn(lam, fn_name, runtime):
-    names = []
+def python_fn(functions, runtime):
+    """Creates a python function (deleted when the test ends); returns its name."""
 
-    def create(code: bytes | None = None, handler: str = "lambda_function.lambda_handler", **kw):
-        name = f"{fn_name}-{len(names)}"
-        lam.create_function(
-            FunctionName=name, Runtime=runtime, Role=ROLE, Handler=handler,
-            Code={"ZipFile": code or handler_zip()}, **kw,
-        )
-        names.append(name)
-        return name
+    def create(code: bytes | None = None, handler: str = "lambda_function.lambda_handler", **kw) -> str:
+        created = functions.create(code or handler_zip(), handler=handler, Runtime=runtime, **kw)
+        return created["FunctionName"]
 
-    yield create
-    for name in names:
-        try:
-            lam.delete_function(FunctionName=name)
-        except Exception:
-            pass
+    return create
 
 
 def test_round_trip_cold_then_hot(lam, python_fn, runtime):
@@ -106,7 +91,7 @@ def test_round_trip_cold_then_hot(lam, python_fn, runtime):
     log = log_of(first)
     assert "Init Duration:" in log, "the first invocation is a cold start"
     assert f"handling {body['request_id']}" in log, "print() reaches the function's log"
-    assert f"[INFO]" in log and f"{body['request_id']}\tlogged at info by {name}" in log, log
+    assert "[INFO]" in log and f"{body['request_id']}\tlogged at info by {name}" in log, log
     second = invoke_payload(lam, name, b'{"a":2}', LogType="Tail")
     again = json.loads(second["Body"])
     assert again["echo"] == {"a": 2}

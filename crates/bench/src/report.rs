@@ -114,20 +114,7 @@ impl Report {
     }
 
     fn write_setting(&self, md: &mut String) -> std::fmt::Result {
-        let m = &self.machine;
-        writeln!(md, "## nimbus-bench\n")?;
-        writeln!(
-            md,
-            "- machine: {}, {} cores, Linux {}",
-            m.cpu, m.cores, m.kernel
-        )?;
-        writeln!(
-            md,
-            "- load average at start: {}; at end: {}",
-            m.load_average,
-            load_average()
-        )?;
-        writeln!(md, "- command: `{}`", self.command)?;
+        write_header(md, "nimbus-bench", &self.machine, &self.command)?;
         writeln!(
             md,
             "- load: {} with {} thread(s) on 127.0.0.1, keep-alive, one request in flight per \
@@ -308,6 +295,23 @@ impl Report {
     }
 }
 
+/// A report's title, and where and how it was taken.
+fn write_header(md: &mut String, title: &str, m: &Machine, command: &str) -> std::fmt::Result {
+    writeln!(md, "## {title}\n")?;
+    writeln!(
+        md,
+        "- machine: {}, {} cores, Linux {}",
+        m.cpu, m.cores, m.kernel
+    )?;
+    writeln!(
+        md,
+        "- load average at start: {}; at end: {}",
+        m.load_average,
+        load_average()
+    )?;
+    writeln!(md, "- command: `{command}`")
+}
+
 /// The container run's report.
 pub fn containers_markdown(machine: &Machine, command: &str, f: &ContainerFigures) -> String {
     let mut md = String::new();
@@ -321,19 +325,7 @@ fn write_containers(
     command: &str,
     f: &ContainerFigures,
 ) -> std::fmt::Result {
-    writeln!(md, "## nimbus-bench containers\n")?;
-    writeln!(
-        md,
-        "- machine: {}, {} cores, Linux {}",
-        m.cpu, m.cores, m.kernel
-    )?;
-    writeln!(
-        md,
-        "- load average at start: {}; at end: {}",
-        m.load_average,
-        load_average()
-    )?;
-    writeln!(md, "- command: `{command}`")?;
+    write_header(md, "nimbus-bench containers", m, command)?;
     writeln!(
         md,
         "- start: deploy a new function, then time its first invoke from request to last \
