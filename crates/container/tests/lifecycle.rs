@@ -49,6 +49,11 @@ async fn echo_round_trips_and_the_sandbox_is_reused() {
             .unwrap();
         assert_eq!(response(&outcome.result), format!("hello {i}"));
         assert!(
+            outcome.max_memory_used_bytes > 64 << 10,
+            "the peak memory is read from the cgroup: {}",
+            outcome.max_memory_used_bytes
+        );
+        assert!(
             String::from_utf8_lossy(&outcome.log)
                 .contains(&format!("testfn handling echo for {id}")),
             "{:?}",
