@@ -137,6 +137,8 @@ def test_init_errors_are_reported_as_lambda_reports_them(lam, python_fn):
         name = python_fn(handler=handler)
         resp = invoke_payload(lam, name, b"{}")
         assert resp["FunctionError"] == "Unhandled", (handler, resp["Body"])
+        # A failed init is a start, never a hot sandbox.
+        assert resp["ResponseMetadata"]["HTTPHeaders"]["x-nimbus-tier"] in ("warm", "cold")
         error = json.loads(resp["Body"])
         assert error["errorType"] == error_type, (handler, error)
         if message is not None:

@@ -72,22 +72,9 @@ impl Api {
         Ok(headers)
     }
 
-    /// Creates the wasm function `name` from `wasm`.
+    /// Creates the wasm function `name` from a raw `.wasm`.
     pub fn create_function(&self, name: &str, wasm: &[u8]) -> anyhow::Result<()> {
-        let body = serde_json::json!({
-            "FunctionName": name,
-            "Runtime": "wasm",
-            "Role": "arn:aws:iam::000000000000:role/nimbus-bench",
-            "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(wasm) },
-        })
-        .to_string();
-        let (status, answer) = self.send("POST", "/2015-03-31/functions", body.as_bytes(), &[])?;
-        ensure!(
-            status == 201,
-            "CreateFunction answered {status}: {}",
-            String::from_utf8_lossy(&answer.body)
-        );
-        Ok(())
+        self.create(name, serde_json::json!({ "Runtime": "wasm" }), wasm)
     }
 
     /// Creates `name` with `runtime` from a zip package.
@@ -99,15 +86,20 @@ impl Api {
         zip: &[u8],
         ephemeral_storage_mb: u32,
     ) -> anyhow::Result<()> {
-        let body = serde_json::json!({
-            "FunctionName": name,
+        let fields = serde_json::json!({
             "Runtime": runtime,
             "Handler": handler,
-            "Role": "arn:aws:iam::000000000000:role/nimbus-bench",
-            "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
             "EphemeralStorage": { "Size": ephemeral_storage_mb },
-        })
-        .to_string();
+        });
+        self.create(name, fields, zip)
+    }
+
+    /// CreateFunction of `name` from `code`, with the given extra fields.
+    fn create(&self, name: &str, mut fields: serde_json::Value, code: &[u8]) -> anyhow::Result<()> {
+        fields["FunctionName"] = name.into();
+        fields["Role"] = "arn:aws:iam::000000000000:role/nimbus-bench".into();
+        fields["Code"] = serde_json::json!({ "ZipFile": base64::engine::general_purpose::STANDARD.encode(code) });
+        let body = fields.to_string();
         let (status, answer) = self.send("POST", "/2015-03-31/functions", body.as_bytes(), &[])?;
         ensure!(
             status == 201,

@@ -89,10 +89,10 @@ pub enum ContainerError {
     /// Every sandbox slot is busy.
     #[error("all {SANDBOXES_MAX} sandboxes of this host are busy")]
     Capacity,
-    /// The function's own init failed: Lambda's error type and message, and
-    /// the init log.
+    /// The function's own init failed: Lambda's error type and message, the
+    /// init log, and the tier the start came from.
     #[error("{0}: {1}")]
-    Init(String, String, Vec<u8>),
+    Init(String, String, Vec<u8>, Tier),
     /// The platform could not build the sandbox.
     #[error("the sandbox could not start: {0}")]
     Start(StartError),
@@ -320,6 +320,7 @@ impl ContainerPool {
                         kind.to_string(),
                         message.to_string(),
                         log.as_bytes().to_vec(),
+                        tier,
                     ),
                     None => ContainerError::Start(e),
                 })

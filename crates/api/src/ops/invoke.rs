@@ -206,13 +206,13 @@ async fn execute(
                     };
                     Ok((result, log, Some(done.tier)))
                 }
-                Err(ContainerError::Init(kind, message, init_log)) => {
+                Err(ContainerError::Init(kind, message, init_log, tier)) => {
                     let mut log = format!(
                         "INIT_REPORT RequestId: {request_id} Status: error\tError Type: {kind}\n"
                     )
                     .into_bytes();
                     log.extend_from_slice(&init_log);
-                    Ok((Err(error_body(&kind, &message)), log, Some(Tier::Cold)))
+                    Ok((Err(error_body(&kind, &message)), log, Some(tier)))
                 }
                 Err(ContainerError::Capacity) => Err(ApiError {
                     retry_after_s: Some(1),
