@@ -54,6 +54,8 @@ _SCRUBBED_NAMES = (
     "NIMBUS_ROOT_SECRET_ACCESS_KEY",
     "NIMBUS_LISTEN",
     "NIMBUS_DATA_DIR",
+    "NIMBUS_SANDBOXES_MAX",
+    "NIMBUS_WARM_SANDBOXES",
     "NIMBUS_REGION",
 )
 
@@ -124,8 +126,10 @@ def root_env() -> dict[str, str]:
 class NimbusServer:
     """One `nimbus up` process on a loopback port with its own data dir."""
 
-    def __init__(self, data_dir: Path, log_path: Path, root_keys: bool = True, port: int | None = None):
+    def __init__(self, data_dir: Path, log_path: Path, root_keys: bool = True, port: int | None = None,
+                 extra_args: tuple[str, ...] = ()):
         self.bin = nimbus_bin()
+        self.extra_args = list(extra_args)
         self.data_dir = data_dir
         self.log_path = log_path
         self.port = port or free_port()
@@ -146,7 +150,7 @@ class NimbusServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(self.bin), "up", "--listen", self.listen, "--data-dir", str(self.data_dir)],
+            [str(self.bin), "up", "--listen", self.listen, "--data-dir", str(self.data_dir), *self.extra_args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=log,

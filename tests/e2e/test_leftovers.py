@@ -19,7 +19,7 @@ from test_provided import bootstrap_zip
 from test_python import host_runtime
 
 ROLE = "arn:aws:iam::123456789012:role/r"
-# Warm sandboxes a server keeps ready (nimbus_worker::container::WARM_SANDBOXES).
+# Warm sandboxes a server keeps ready by default (`nimbus up --warm-sandboxes`).
 WARM_SANDBOXES = 2
 # How long the sandboxes of a killed server may take to die (parent-death signal).
 SANDBOX_DEATH_TIMEOUT_S = 10.0

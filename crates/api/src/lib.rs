@@ -18,6 +18,7 @@ use nimbus_control::{
     AliasRecord, ArtifactStore, FunctionConfig, FunctionRecord, FunctionStore, SqliteStore,
     VersionRecord,
 };
+pub use nimbus_worker::container::Capacity;
 use nimbus_worker::container::{ContainerPool, IDLE_RECYCLE};
 use nimbus_worker::logs::LogBook;
 use nimbus_worker::snapshot::{AliasRoute, LATEST};
@@ -59,6 +60,8 @@ pub struct PlatformConfig {
     pub region: String,
     /// The first tenant's keys.
     pub root: Credentials,
+    /// How many sandboxes this host keeps.
+    pub capacity: Capacity,
 }
 
 /// Everything a request handler reaches.
@@ -87,7 +90,7 @@ impl Platform {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| OpenError::DataDir(dir.clone(), e))?;
         let lock = lock_data_dir(dir)?;
-        let containers = open_containers(dir, &config.region);
+        let containers = open_containers(dir, &config.region, config.capacity);
         if let Err(why) = &containers {
             tracing::warn!(reason = %why, "process runtimes (provided.*, python3.x) are unavailable on this host");
         }
@@ -351,7 +354,11 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, OpenError> {
 /// with a hash of the directory's path, and what a killed predecessor on the
 /// same directory left is swept (never another server's). Also starts the
 /// idle-recycling task.
-fn open_containers(dir: &Path, region: &str) -> Result<Arc<ContainerPool>, String> {
+fn open_containers(
+    dir: &Path,
+    region: &str,
+    capacity: Capacity,
+) -> Result<Arc<ContainerPool>, String> {
     use sha2::{Digest, Sha256};
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -364,6 +371,7 @@ fn open_containers(dir: &Path, region: &str) -> Result<Arc<ContainerPool>, Strin
         &dir.join("runtimes"),
         &tag,
         region,
+        capacity,
     )?);
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         let _entered = runtime.enter();

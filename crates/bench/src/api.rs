@@ -123,8 +123,22 @@ impl Api {
 
     /// Invokes `name` with `LogType=Tail`: the answer and the log's tail.
     pub fn invoke_tail(&self, name: &str, payload: &[u8]) -> anyhow::Result<Answer> {
+        self.invoke_with(name, payload, &[("x-amz-log-type", "Tail")])
+    }
+
+    /// Invokes `name`: the answer, with no log.
+    pub fn invoke(&self, name: &str, payload: &[u8]) -> anyhow::Result<Answer> {
+        self.invoke_with(name, payload, &[])
+    }
+
+    fn invoke_with(
+        &self,
+        name: &str,
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Answer> {
         let path = format!("/2015-03-31/functions/{name}/invocations");
-        let (status, answer) = self.send("POST", &path, payload, &[("x-amz-log-type", "Tail")])?;
+        let (status, answer) = self.send("POST", &path, payload, headers)?;
         ensure!(
             status == 200,
             "Invoke {name} answered {status}: {}",

@@ -50,8 +50,8 @@ pub struct ContainerFigures {
     pub runtimes: Vec<RuntimeFigures>,
     /// The bare axum server asked by the same client: the warm baseline.
     pub bare: Summary,
-    /// Cold starts completed per second by `clients` concurrent clients.
-    pub cold_starts_per_s: f64,
+    /// Sustained start rates: warm claims, and starts from nothing.
+    pub rates: Vec<RateFigures>,
     /// The clients of the rate run.
     pub clients: u32,
     /// Its length.
@@ -117,11 +117,14 @@ pub fn measure(plan: &Plan, nimbus_bin: &Path, scratch: &Path) -> anyhow::Result
         "cold-start rate: {} clients for {:?}",
         plan.clients, plan.rate_duration
     );
-    let cold_starts_per_s = rate(&api, &packages[0], plan)?;
+    let rates = [DEFAULT_TMP_MB, COLD_TMP_MB]
+        .into_iter()
+        .map(|tmp_mb| rate(&api, &packages[0], plan, tmp_mb))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(ContainerFigures {
         runtimes,
         bare,
-        cold_starts_per_s,
+        rates,
         clients: plan.clients,
         rate_duration: plan.rate_duration,
     })
@@ -237,31 +240,102 @@ fn bare_invokes(address: std::net::SocketAddr, runs: u32) -> anyhow::Result<Summ
     Ok(Summary::of(samples))
 }
 
-/// Cold starts completed per second by `plan.clients` clients, each
-/// deploying, invoking once and deleting in a loop.
-fn rate(api: &Api, package: &Package, plan: &Plan) -> anyhow::Result<f64> {
+/// A sustained run of starts (Decision 16).
+pub struct RateFigures {
+    /// Which `/tmp` size, and so which tier, the run asked for.
+    pub label: String,
+    /// Starts completed (invokes that found no hot sandbox).
+    pub starts: u64,
+    /// How many each tier served, e.g. `5400 warm, 12 cold`.
+    pub tiers: String,
+    /// Starts per second over the whole run.
+    pub per_second: f64,
+    /// Functions deployed for it.
+    pub functions: usize,
+}
+
+/// Functions a rate run cycles through: more than the host keeps hot, so
+/// every invoke finds its function's sandbox evicted and starts one.
+const RATE_FUNCTIONS: usize = nimbus_worker::container::Capacity::DEFAULT.sandboxes + 32;
+
+/// Starts sustained by `plan.clients` clients for `plan.rate_duration`.
+/// The functions are deployed before the clock starts; the clients then
+/// invoke them in turn, so each invoke evicts the longest-idle sandbox and
+/// starts its function anew. With Lambda's `/tmp` a start claims a warm
+/// sandbox, and the pool's refills run in the same minute on the same
+/// cores: they are part of the rate; with another size every start is
+/// built from nothing.
+fn rate(api: &Api, package: &Package, plan: &Plan, tmp_mb: u32) -> anyhow::Result<RateFigures> {
+    let names: Vec<String> = (0..RATE_FUNCTIONS)
+        .map(|i| format!("bench-rate-{tmp_mb}-{i}"))
+        .collect();
+    for name in &names {
+        api.create_zip_function(
+            name,
+            &package.runtime,
+            package.handler,
+            &package.zip,
+            tmp_mb,
+        )?;
+    }
     let started = Instant::now();
     let deadline = started + plan.rate_duration;
-    let counts = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..plan.clients)
+    let clients = plan.clients as usize;
+    let names = &names;
+    let tiers = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..clients)
             .map(|client| {
-                scope.spawn(move || -> anyhow::Result<u64> {
-                    let mut done = 0u64;
+                scope.spawn(move || -> anyhow::Result<Vec<String>> {
+                    let mut tiers = Vec::new();
+                    let mut next = client;
                     while Instant::now() < deadline {
-                        let name = format!("bench-rate-{client}-{done}");
-                        one_cold_start(api, package, &name, DEFAULT_TMP_MB)?;
-                        done += 1;
+                        let name = &names[next % names.len()];
+                        let answer = api.invoke(name, EVENT.as_bytes())?;
+                        ensure!(
+                            answer.body.starts_with(b"{"),
+                            "{name} answered {:?}",
+                            String::from_utf8_lossy(&answer.body)
+                        );
+                        tiers.push(answer.tier);
+                        next += clients;
                     }
-                    Ok(done)
+                    Ok(tiers)
                 })
             })
             .collect();
         workers
             .into_iter()
             .map(|w| w.join().map_err(|_| anyhow::anyhow!("a client panicked"))?)
-            .collect::<anyhow::Result<Vec<u64>>>()
+            .collect::<anyhow::Result<Vec<Vec<String>>>>()
     })?;
-    Ok(counts.iter().sum::<u64>() as f64 / started.elapsed().as_secs_f64())
+    let elapsed = started.elapsed();
+    for name in names {
+        api.delete_function(name)?;
+    }
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for tier in tiers.into_iter().flatten() {
+        *counts.entry(tier).or_default() += 1;
+    }
+    let starts: u64 = counts
+        .iter()
+        .filter(|(tier, _)| tier.as_str() != "hot")
+        .map(|(_, n)| n)
+        .sum();
+    Ok(RateFigures {
+        label: if tmp_mb == DEFAULT_TMP_MB {
+            format!("Lambda's /tmp ({tmp_mb} MB): warm claims, pool refills running alongside")
+        } else {
+            format!("/tmp of {tmp_mb} MB: every start built from nothing")
+        },
+        starts,
+        tiers: counts
+            .iter()
+            .map(|(tier, n)| format!("{n} {tier}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        per_second: starts as f64 / elapsed.as_secs_f64(),
+        functions: names.len(),
+    })
 }
 
 /// The repository's test guests.

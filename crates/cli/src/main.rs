@@ -7,6 +7,7 @@ mod credentials;
 mod up;
 
 use clap::{Parser, Subcommand};
+use nimbus_api::Capacity;
 use std::path::PathBuf;
 
 /// Default API address.
@@ -41,10 +42,26 @@ pub struct ServerArgs {
     pub region: String,
 }
 
+/// What `nimbus up` takes beyond where the server lives.
+#[derive(clap::Args, Clone)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Most function sandboxes (containers) kept at once; a start on a full
+    /// host evicts the longest-idle one.
+    #[arg(long, env = "NIMBUS_SANDBOXES_MAX", default_value_t = Capacity::DEFAULT.sandboxes,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
+    pub sandboxes_max: usize,
+    /// Warm sandboxes (no code yet) kept ready on top of those.
+    #[arg(long, env = "NIMBUS_WARM_SANDBOXES", default_value_t = Capacity::DEFAULT.warm,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=64))]
+    pub warm_sandboxes: usize,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole platform on this machine.
-    Up(ServerArgs),
+    Up(UpArgs),
     /// Print `export` lines that point the AWS tools at this platform.
     Env(ServerArgs),
     /// Create a function, or update its code and configuration.

@@ -1,12 +1,17 @@
 //! `nimbus up` and `nimbus env`.
 
-use crate::ServerArgs;
 use crate::credentials;
+use crate::{ServerArgs, UpArgs};
 use anyhow::Context as _;
-use nimbus_api::{Platform, PlatformConfig};
+use nimbus_api::{Capacity, Platform, PlatformConfig};
 
 /// Runs the platform until SIGINT or SIGTERM, then drains in-flight requests.
-pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+pub fn run(up: UpArgs) -> anyhow::Result<()> {
+    let capacity = Capacity {
+        sandboxes: up.sandboxes_max,
+        warm: up.warm_sandboxes,
+    };
+    let args = up.server;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -22,6 +27,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             data_dir: args.data_dir.clone(),
             region: args.region.clone(),
             root: root.clone(),
+            capacity,
         })
         .with_context(|| format!("open data directory {}", args.data_dir.display()))?;
         // One write, whose failure (say, stdout closed by `| head -1`) is not

@@ -3,11 +3,13 @@
 //! A sandbox whose function waits in `/next` after an invocation is *hot*
 //! and serves the next invocation of the same version and revision. A miss
 //! claims a *warm* sandbox — namespaces, cgroups, root, `/tmp` disk and
-//! Runtime API built ahead, no code — from a pool of [`WARM_SANDBOXES`]
+//! Runtime API built ahead, no code — from a pool of [`Capacity::warm`]
 //! that is refilled in the background; with none at hand (or a `/tmp` size
 //! other than the pool's) it builds one from nothing (*cold*). Idle
 //! sandboxes are recycled after [`IDLE_RECYCLE`], the host never holds more
-//! than [`SANDBOXES_MAX`] (warm ones included), and a sandbox that was
+//! than [`Capacity::sandboxes`] function sandboxes (the warm pool has its
+//! own [`Capacity::warm`] on top: a host full of idle sandboxes still starts
+//! from the warm tier, evicting the longest idle), and a sandbox that was
 //! killed (timeout, out of memory, crash) is never reused.
 //!
 //! `provided.*` sandboxes exec the package's `bootstrap`. `python3.x`
@@ -29,12 +31,31 @@ use std::time::{Duration, Instant};
 /// Idle time after which a hot sandbox is shut down (Lambda keeps them
 /// minutes; so do we).
 pub const IDLE_RECYCLE: Duration = Duration::from_secs(10 * 60);
-/// Most sandboxes alive at once on this host.
-pub const SANDBOXES_MAX: usize = 64;
-/// Warm sandboxes kept ready. Each holds a sparse `/tmp` image, a few
-/// cgroups and a waiting process that shares the server's pages until it
-/// execs (copy-on-write), so the pool is small.
-pub const WARM_SANDBOXES: usize = 2;
+/// How many sandboxes one host keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Most function sandboxes (hot or busy) alive at once; a start on a
+    /// full host evicts the longest-idle one.
+    pub sandboxes: usize,
+    /// Warm sandboxes kept ready, on top of those. Each holds a sparse
+    /// `/tmp` image, a few cgroups and a waiting process that shares the
+    /// server's pages until it execs (copy-on-write).
+    pub warm: usize,
+}
+
+impl Capacity {
+    /// What `nimbus up` keeps unless told otherwise.
+    pub const DEFAULT: Capacity = Capacity {
+        sandboxes: 64,
+        warm: 2,
+    };
+}
+
+impl Default for Capacity {
+    fn default() -> Capacity {
+        Capacity::DEFAULT
+    }
+}
 /// The `/tmp` size of warm sandboxes: Lambda's default `EphemeralStorage`.
 const WARM_EPHEMERAL_STORAGE_MB: u32 = nimbus_container::limits::EPHEMERAL_STORAGE_MB_DEFAULT;
 /// nimbus' runtime client for `python3.x`, written under the data directory
@@ -87,8 +108,8 @@ struct Idle {
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     /// Every sandbox slot is busy.
-    #[error("all {SANDBOXES_MAX} sandboxes of this host are busy")]
-    Capacity,
+    #[error("all {0} sandboxes of this host are busy")]
+    Capacity(usize),
     /// The function's own init failed: Lambda's error type and message, the
     /// init log, and the tier the start came from.
     #[error("{0}: {1}")]
@@ -136,6 +157,7 @@ pub struct ContainerOutcome {
 /// Hot sandboxes, by function version.
 pub struct ContainerPool {
     host: HostConfig,
+    capacity: Capacity,
     region: String,
     /// The host directory mounted at `/var/runtime` in python sandboxes.
     python_runtime_dir: PathBuf,
@@ -144,7 +166,7 @@ pub struct ContainerPool {
     warm: Mutex<Vec<WarmSandbox>>,
     /// Warm sandboxes being built.
     warming: AtomicUsize,
-    /// Sandboxes alive: warm, idle or busy.
+    /// Function sandboxes alive: hot or busy (warm ones are not counted).
     live: AtomicUsize,
     next_id: AtomicU64,
     /// Prefix of this pool's sandbox ids, different on every start, so a
@@ -162,6 +184,7 @@ impl ContainerPool {
         runtimes_dir: &Path,
         tag: &str,
         region: &str,
+        capacity: Capacity,
     ) -> Result<ContainerPool, String> {
         let host = HostConfig::new(state_dir, tag);
         let report = nimbus_container::sweep(&host).map_err(|e| e.to_string())?;
@@ -171,6 +194,7 @@ impl ContainerPool {
             .map_err(|e| format!("write {}: {e}", python_runtime_dir.display()))?;
         Ok(ContainerPool {
             host,
+            capacity,
             region: region.to_string(),
             python_runtime_dir,
             idle: Mutex::default(),
@@ -203,8 +227,8 @@ impl ContainerPool {
 
     /// Claims a slot for a new sandbox, evicting the longest-idle sandbox of
     /// any function when the host is full.
-    async fn claim_slot(&self) -> Result<(), ContainerError> {
-        if self.live.fetch_add(1, Ordering::AcqRel) < SANDBOXES_MAX {
+    fn claim_slot(&self) -> Result<(), ContainerError> {
+        if self.live.fetch_add(1, Ordering::AcqRel) < self.capacity.sandboxes {
             return Ok(());
         }
         let victim = {
@@ -223,35 +247,30 @@ impl ContainerPool {
                 Some(victim.sandbox)
             })
         };
-        // The victim's slot becomes ours: live stays counted once.
-        if let Some(sandbox) = victim {
-            self.live.fetch_sub(1, Ordering::AcqRel);
-            sandbox.shutdown().await;
-            return Ok(());
-        }
-        // Then a warm sandbox this start could not use (another /tmp size).
-        let warm = self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        // Undo this start's count: a victim's slot becomes ours, so live
+        // stays counted once; without one the host is full.
         self.live.fetch_sub(1, Ordering::AcqRel);
-        match warm {
-            Some(warm) => {
-                warm.discard().await;
+        match victim {
+            Some(sandbox) => {
+                // Torn down beside the start, not before it: the victim is
+                // already out of the pool, and its teardown (kill, wait,
+                // unmount, remove) is no part of the new function's start.
+                tokio::spawn(sandbox.shutdown());
                 Ok(())
             }
-            None => Err(ContainerError::Capacity),
+            None => Err(ContainerError::Capacity(self.capacity.sandboxes)),
         }
     }
 
     /// Starts building warm sandboxes until the pool holds
-    /// [`WARM_SANDBOXES`]; never beyond the host's capacity, and never by
-    /// evicting anything. Needs a tokio runtime.
+    /// [`Capacity::warm`]. Needs a tokio runtime.
     pub fn refill(self: &Arc<Self>) {
         let held = self.warm.lock().unwrap_or_else(|p| p.into_inner()).len();
-        let missing = WARM_SANDBOXES.saturating_sub(held + self.warming.load(Ordering::Acquire));
+        let missing = self
+            .capacity
+            .warm
+            .saturating_sub(held + self.warming.load(Ordering::Acquire));
         for _ in 0..missing {
-            if self.live.fetch_add(1, Ordering::AcqRel) >= SANDBOXES_MAX {
-                self.live.fetch_sub(1, Ordering::AcqRel);
-                return;
-            }
             self.warming.fetch_add(1, Ordering::AcqRel);
             let pool = self.clone();
             tokio::spawn(async move {
@@ -267,7 +286,6 @@ impl ContainerPool {
                         .unwrap_or_else(|p| p.into_inner())
                         .push(warm),
                     Err(e) => {
-                        pool.live.fetch_sub(1, Ordering::AcqRel);
                         tracing::warn!(error = %e, "a warm sandbox could not be built");
                     }
                 }
@@ -295,6 +313,7 @@ impl ContainerPool {
         code_dir: &Path,
     ) -> Result<(Sandbox, Tier), ContainerError> {
         let mut config = self.sandbox_config(snapshot, code_dir);
+        self.claim_slot()?;
         let warm = if config.ephemeral_storage_mb == WARM_EPHEMERAL_STORAGE_MB {
             self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop()
         } else {
@@ -306,7 +325,6 @@ impl ContainerPool {
                 (warm.claim(&config).await, Tier::Warm)
             }
             None => {
-                self.claim_slot().await?;
                 config.id = self.new_id("s");
                 (Sandbox::start(config).await, Tier::Cold)
             }
