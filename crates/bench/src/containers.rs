@@ -377,7 +377,8 @@ fn rust_package(scratch: &Path) -> anyhow::Result<Package> {
     })
 }
 
-/// `tests/guests/python/lambda_function.py` for the host's python3.
+/// `tests/guests/python/echo_function.py` (the Rust guest's answer, no log
+/// lines) for the host's python3.
 fn python_package() -> anyhow::Result<Package> {
     let out = std::process::Command::new("/usr/bin/python3")
         .args([
@@ -388,13 +389,13 @@ fn python_package() -> anyhow::Result<Package> {
         .context("run /usr/bin/python3 to learn its version")?;
     ensure!(out.status.success(), "/usr/bin/python3 failed");
     let runtime = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let source = std::fs::read(guests_dir().join("python/lambda_function.py"))
+    let source = std::fs::read(guests_dir().join("python/echo_function.py"))
         .context("read the python guest")?;
     Ok(Package {
         label: format!("{runtime} (nimbus runtime client)"),
         runtime,
-        handler: "lambda_function.lambda_handler",
-        zip: crate::api::zip_of(&[("lambda_function.py", &source, 0o644)])?,
+        handler: "echo_function.lambda_handler",
+        zip: crate::api::zip_of(&[("echo_function.py", &source, 0o644)])?,
     })
 }
 
