@@ -153,6 +153,37 @@ def test_code_is_read_only_and_tmp_persists_while_hot(lam, python_fn):
     assert counts == [1, 2, 3], "/tmp persists across warm invocations of one sandbox"
 
 
+def test_a_warm_sandbox_runs_the_runtime_before_its_function_exists(lam, python_fn):
+    # The first python function's start makes the server keep sandboxes
+    # whose runtime client already runs and waits for its function.
+    first = json.loads(invoke_payload(lam, python_fn(), b"{}")["Body"])
+    time.sleep(1.0)  # they are built in the background
+    before_deploy = time.time()
+    name = python_fn(Environment={"Variables": {"GREETING": "handed over"}}, MemorySize=192)
+    started = invoke_payload(lam, name, b'{"n":1}', LogType="Tail")
+    assert started["ResponseMetadata"]["HTTPHeaders"]["x-nimbus-tier"] == "warm"
+    body = json.loads(started["Body"])
+    # The interpreter was exec'd before the function's environment existed:
+    # its exec-time environment holds none of the function's variables.
+    assert "LAMBDA_TASK_ROOT" in body["exec_environment"], body["exec_environment"]
+    assert "GREETING" not in body["exec_environment"], body["exec_environment"]
+    assert "AWS_LAMBDA_FUNCTION_NAME" not in body["exec_environment"], body["exec_environment"]
+    assert body["initialized_at"] > before_deploy, "the handler's module is imported after the claim"
+    # It is the function's own sandbox in every way a fresh start gives.
+    assert (body["greeting"], body["function_name"], body["memory"]) == ("handed over", name, "192")
+    assert body["cwd"] == "/var/task" and "lambda_function.py" in body["files"], body
+    assert body["echo"] == {"n": 1} and "Init Duration:" in log_of(started)
+    assert body["hash_randomization"] == first["hash_randomization"] == 1
+    out = json.loads(invoke_payload(lam, name, b'{"do":"write-task"}')["Body"])
+    assert out["write"] in ("PermissionError", "OSError"), "the code mounted late is read-only too"
+    # A variable the interpreter reads only when it starts gets an
+    # interpreter of its own, started for it.
+    own = python_fn(Environment={"Variables": {"PYTHONHASHSEED": "0"}})
+    body = json.loads(invoke_payload(lam, own, b"{}")["Body"])
+    assert body["hash_randomization"] == 0, body
+    assert {"PYTHONHASHSEED", "AWS_LAMBDA_FUNCTION_NAME"} <= set(body["exec_environment"]), body
+
+
 def test_awslambdaric_runs_the_same_handler_alike(lam, python_fn, awslambdaric_files):
     ours = python_fn()
     theirs = python_fn(code=handler_zip(awslambdaric_files), Timeout=5)

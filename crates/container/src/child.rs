@@ -127,6 +127,10 @@ pub(crate) struct ChildPlan {
     pub go: OwnedFd,
     /// Read end of the claim pipe: the claim message, then EOF.
     pub claim: OwnedFd,
+    /// The sandbox's end of the handoff socket: kept across exec only when
+    /// the claim asks for it — a runtime started before its function's code
+    /// (see `crate::Preloaded`) reads its function from it.
+    pub handoff: OwnedFd,
     /// The descriptors above stdio the child keeps (its own, above),
     /// sorted. It closes every other one the clone copied from the server
     /// at once: among them the host's ends of its own pipes and the pipe
@@ -178,12 +182,14 @@ impl ExecPointers {
 }
 
 /// The claim message: what makes a warm sandbox one function's. NUL-ended
-/// fields: the host path of the code, of the runtime client (empty for
-/// none), the arguments (the first is the program), an empty field, the
-/// `KEY=value` environment, an empty field.
+/// fields: the host path of the code (empty: none yet, it is mounted later
+/// from outside), of the runtime client (empty for none), `h` to keep the
+/// handoff socket across exec (else empty), the arguments (the first is the
+/// program), an empty field, the `KEY=value` environment, an empty field.
 pub(crate) fn claim_message(
-    code_dir: &std::path::Path,
+    code_dir: Option<&std::path::Path>,
     runtime_dir: Option<&std::path::Path>,
+    handoff: bool,
     argv: &[String],
     envp: &[String],
 ) -> Result<Vec<u8>, String> {
@@ -214,8 +220,9 @@ pub(crate) fn claim_message(
         message.push(0);
         Ok(())
     };
-    field(code_dir.as_os_str().as_bytes())?;
+    field(code_dir.map_or(&[][..], |d| d.as_os_str().as_bytes()))?;
     field(runtime_dir.map_or(&[][..], |d| d.as_os_str().as_bytes()))?;
+    field(if handoff { b"h" } else { b"" })?;
     for arg in argv {
         if arg.is_empty() {
             return Err("an argument of the command is empty".to_owned());
@@ -391,19 +398,33 @@ pub(crate) unsafe fn run(plan: &ChildPlan, ptrs: &mut ExecPointers) -> ! {
 
         // 8. The function's code (and a managed runtime's client) read-only,
         //    bound from the host paths the claim named, which are still
-        //    reachable: pivot_root comes next.
+        //    reachable: pivot_root comes next. A runtime started before its
+        //    function has no code yet: /var/task stays an empty mount point
+        //    until the host mounts the code from outside.
         let buffer = ptrs.buffer.as_ptr().cast::<libc::c_char>();
-        ok(
-            Step::MountCode,
-            0,
-            bind_read_only(buffer, plan.task_target.as_ptr(), false),
-        );
+        if *buffer != 0 {
+            ok(
+                Step::MountCode,
+                0,
+                bind_read_only(buffer, plan.task_target.as_ptr(), false),
+            );
+        }
         let runtime_dir = buffer.add(libc::strlen(buffer) + 1);
         if *runtime_dir != 0 {
             ok(
                 Step::MountCode,
                 1,
                 bind_read_only(runtime_dir, plan.runtime_target.as_ptr(), false),
+            );
+        }
+        //    The handoff socket survives exec only when the claim says so
+        //    (step 2 made every descriptor close-on-exec).
+        let handoff = runtime_dir.add(libc::strlen(runtime_dir) + 1);
+        if *handoff != 0 {
+            ok(
+                Step::Claim,
+                8,
+                libc::fcntl(plan.handoff.as_raw_fd(), libc::F_SETFD, 0) as L,
             );
         }
 
@@ -617,13 +638,14 @@ fn read_claim(plan: &ChildPlan, ptrs: &mut ExecPointers) {
     if bytes[len - 1] != 0 {
         fail(plan, Step::Claim, 2);
     }
-    // Field starts: the code path, the runtime path, then the lists.
+    // Field starts: the code path, the runtime path, the handoff flag, then
+    // the lists.
     let mut starts = bytes
         .iter()
         .enumerate()
         .filter(|(i, _)| *i == 0 || bytes[i - 1] == 0)
         .map(|(i, _)| i)
-        .skip(2);
+        .skip(3);
     let base = ptrs.buffer.as_ptr().cast::<libc::c_char>();
     let mut fill = |list: &mut Vec<*const libc::c_char>, max: usize, index: u32| -> usize {
         for (count, start) in starts.by_ref().enumerate() {

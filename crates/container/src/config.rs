@@ -139,6 +139,30 @@ impl SandboxConfig {
     }
 }
 
+impl SandboxConfig {
+    /// What a runtime started before its function is exec'd with: Lambda's
+    /// environment without what names the function (its name, version,
+    /// handler, memory, log names, region), which the handoff brings.
+    pub(crate) fn runtime_environment(&self) -> Vec<(String, String)> {
+        let mut env = self.lambda_environment();
+        env.retain(|(k, _)| !NAMES_THE_FUNCTION.contains(&k.as_str()));
+        env
+    }
+}
+
+/// Reserved variables whose values depend on the function.
+const NAMES_THE_FUNCTION: &[&str] = &[
+    "_HANDLER",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+];
+
 /// Variables the platform sets that a function's own variables may not
 /// replace, as Lambda reserves them.
 const RESERVED: &[&str] = &[
@@ -183,5 +207,24 @@ mod tests {
         assert_eq!(get("TZ"), ["Europe/Paris"]);
         assert_eq!(get("AWS_REGION"), ["us-east-1"]);
         assert_eq!(get("MINE"), ["1"]);
+    }
+
+    #[test]
+    fn a_runtime_started_ahead_gets_nothing_that_names_a_function() {
+        let mut config = SandboxConfig::provided("id", HostConfig::new("/s", "t"), "/c");
+        config.environment = vec![("PYTHONPATH".into(), "/var/task".into())];
+        let env = config.runtime_environment();
+        let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        for shared in [
+            "AWS_LAMBDA_RUNTIME_API",
+            "LAMBDA_TASK_ROOT",
+            "PATH",
+            "PYTHONPATH",
+        ] {
+            assert!(keys.contains(&shared), "{shared} missing from {keys:?}");
+        }
+        for named in NAMES_THE_FUNCTION {
+            assert!(!keys.contains(named), "{named} in {keys:?}");
+        }
     }
 }

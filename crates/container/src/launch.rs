@@ -32,6 +32,9 @@ pub(crate) struct Launched {
     pub listener: TcpListener,
     pub cgroup: SandboxCgroup,
     pub tmp: TmpDisk,
+    /// The host's end of the handoff socket (used by a runtime started
+    /// before its function; otherwise its other end is closed at exec).
+    pub handoff: std::os::unix::net::UnixStream,
     /// When the bootstrap was exec'd: the function's own init starts here.
     pub exec_at: Instant,
     /// Where the platform's share of the start went.
@@ -136,6 +139,7 @@ fn plan(
     report: OwnedFd,
     go: OwnedFd,
     claim: OwnedFd,
+    handoff: OwnedFd,
 ) -> Result<ChildPlan, StartError> {
     let mut cgroup_procs = Vec::new();
     for path in cgroup.procs_files() {
@@ -150,7 +154,7 @@ fn plan(
     );
     let map = format!("{} {} 1\n", limits::SANDBOX_INNER_ID, config.host.host_id).into_bytes();
     let root = dir.join("root");
-    let mut keep: Vec<_> = [&stdin, &log, &report, &go, &claim]
+    let mut keep: Vec<_> = [&stdin, &log, &report, &go, &claim, &handoff]
         .into_iter()
         .chain(&cgroup_procs)
         .map(|fd| fd.as_raw_fd())
@@ -163,6 +167,7 @@ fn plan(
         report,
         go,
         claim,
+        handoff,
         keep,
         hostname: cstring("sandbox")?,
         root: cpath(&root)?,
@@ -191,8 +196,9 @@ pub(crate) struct Claim {
 
 /// The owner thread's channels to the async side.
 pub(crate) struct OwnerChannels {
-    /// Told once the sandbox is warm (or why it is not).
-    pub ready: oneshot::Sender<Result<(), StartError>>,
+    /// Told once the sandbox is warm, with the number of the sandbox's
+    /// handoff descriptor (or why it is not warm).
+    pub ready: oneshot::Sender<Result<std::os::fd::RawFd, StartError>>,
     /// The claim; a hang-up without one discards the warm sandbox.
     pub claims: std::sync::mpsc::Receiver<Claim>,
     /// Told once the claimed function is exec'd (or why it is not).
@@ -211,7 +217,7 @@ pub(crate) fn own(config: SandboxConfig, log: OwnedFd, channels: OwnerChannels) 
             return;
         }
     };
-    if channels.ready.send(Ok(())).is_err() {
+    if channels.ready.send(Ok(warm.handoff_fd)).is_err() {
         warm.abandon();
         return;
     }
@@ -257,6 +263,9 @@ struct Warm {
     go: File,
     claim: File,
     report: File,
+    handoff: std::os::unix::net::UnixStream,
+    /// The number of the child's end of the handoff socket, in the child.
+    handoff_fd: std::os::fd::RawFd,
     ops: Vec<MountOp>,
     timings: StartTimings,
 }
@@ -299,6 +308,8 @@ fn warm_up(config: &SandboxConfig, log: OwnedFd) -> Result<Warm, StartError> {
     let (report_read, report_write) = pipe().map_err(StartError::Pipe)?;
     let (go_read, go_write) = pipe().map_err(StartError::Pipe)?;
     let (claim_read, claim_write) = pipe().map_err(StartError::Pipe)?;
+    let (handoff, handoff_child) =
+        std::os::unix::net::UnixStream::pair().map_err(StartError::Pipe)?;
     let mut plan = plan(
         config,
         &dir,
@@ -308,8 +319,11 @@ fn warm_up(config: &SandboxConfig, log: OwnedFd) -> Result<Warm, StartError> {
         report_write,
         go_read,
         claim_read,
+        OwnedFd::from(handoff_child),
     )?;
     let mut pointers = ExecPointers::new(&plan);
+    // The clone copies the descriptor table: the same number in the child.
+    let handoff_fd = plan.handoff.as_raw_fd();
     // The child is pid 1 of new pid, mount, ipc, uts and network namespaces,
     // created by host root: the user namespace comes later, unprivileged,
     // from inside (see child::run, step 11).
@@ -389,6 +403,8 @@ fn warm_up(config: &SandboxConfig, log: OwnedFd) -> Result<Warm, StartError> {
         go,
         claim: File::from(claim_write),
         report,
+        handoff,
+        handoff_fd,
         ops,
         timings,
     })
@@ -424,6 +440,7 @@ impl Warm {
                 listener: self.listener,
                 cgroup: self.cgroup,
                 tmp: self.tmp,
+                handoff: self.handoff,
                 exec_at,
                 timings: self.timings,
             },

@@ -166,6 +166,7 @@
 mod cgroup;
 mod child;
 mod clone;
+mod code_mount;
 mod config;
 mod error;
 mod launch;
@@ -179,11 +180,15 @@ mod sweep;
 mod tmpdisk;
 
 pub use cgroup::{CgroupError, CgroupLayout, Hierarchy, Version};
+pub use code_mount::CodeMountError;
 pub use config::{HostConfig, SandboxConfig};
 pub use error::{InvokeError, StartError};
 pub use launch::{ExitStatus, StartTimings};
 pub use netns::ListenerError;
 pub use runtime_api::FunctionError;
-pub use sandbox::{InvokeOutcome, InvokeRequest, InvokeResult, Sandbox, WarmSandbox};
+pub use sandbox::{
+    HANDOFF_FD_VARIABLE, InvokeOutcome, InvokeRequest, InvokeResult, Preloaded, Sandbox,
+    WarmSandbox,
+};
 pub use sweep::{SweepError, SweepReport, sweep};
 pub use tmpdisk::TmpDiskError;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{oneshot, watch};
 
@@ -139,6 +139,8 @@ pub struct Sandbox {
 /// limits and execs its bootstrap; dropping it unclaimed tears it down.
 pub struct WarmSandbox {
     id: String,
+    /// The number of the sandbox's handoff descriptor, in the sandbox.
+    handoff_fd: std::os::fd::RawFd,
     state_dir: PathBuf,
     ephemeral_storage_mb: u32,
     claims: Option<std::sync::mpsc::SyncSender<launch::Claim>>,
@@ -190,8 +192,8 @@ impl WarmSandbox {
             let _ = std::fs::remove_dir_all(&state_dir);
             Err(e)
         };
-        match ready_rx.await {
-            Ok(Ok(())) => {}
+        let handoff_fd = match ready_rx.await {
+            Ok(Ok(fd)) => fd,
             Ok(Err(e)) => return failed(owner, e),
             Err(_) => {
                 return failed(
@@ -199,9 +201,10 @@ impl WarmSandbox {
                     StartError::OwnerThread(std::io::Error::other("the owner thread died")),
                 );
             }
-        }
+        };
         Ok(WarmSandbox {
             id: config.id.clone(),
+            handoff_fd,
             state_dir,
             ephemeral_storage_mb: config.ephemeral_storage_mb,
             claims: Some(claims_tx),
@@ -238,10 +241,72 @@ impl WarmSandbox {
     }
 
     async fn claim_since(
-        mut self,
+        self,
         config: &SandboxConfig,
         since: Instant,
     ) -> Result<Sandbox, StartError> {
+        let (mut sandbox, exec_at, _handoff) = self.launch(config, since, false).await?;
+        match sandbox.wait_for_init(exec_at, config.init_timeout).await {
+            Ok(()) => Ok(sandbox),
+            Err(e) => {
+                sandbox.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a managed runtime before its function (Decision 6's warm tier
+    /// for `python3.x`): execs `config`'s command with its runtime directory
+    /// but no code — `/var/task` stays empty — and with the handoff socket
+    /// (its number in `_NIMBUS_HANDOFF_FD`), on which the runtime says `r`
+    /// once it is up and then reads its function (see
+    /// [`Preloaded::assign`]). Only the command, runtime directory and
+    /// `/tmp` size of `config` matter; the environment is Lambda's defaults.
+    pub async fn preload(self, config: &SandboxConfig) -> Result<Preloaded, StartError> {
+        let since = Instant::now();
+        let (sandbox, exec_at, handoff) = self.launch(config, since, true).await?;
+        let handoff = handoff
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(handoff));
+        let mut handoff = match handoff {
+            Ok(h) => h,
+            Err(e) => {
+                sandbox.shutdown().await;
+                return Err(StartError::Pipe(e));
+            }
+        };
+        let mut sandbox = sandbox;
+        let ready = sandbox
+            .wait_for(exec_at, config.init_timeout, async {
+                let mut byte = [0u8; 1];
+                match handoff.read_exact(&mut byte).await {
+                    Ok(_) if &byte == b"r" => Ok(()),
+                    _ => Err(()),
+                }
+            })
+            .await;
+        match ready {
+            Ok(()) => Ok(Preloaded {
+                sandbox,
+                handoff,
+                since,
+            }),
+            Err(e) => {
+                sandbox.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Hands the sandbox to its owner thread with the claim and waits for
+    /// the exec; the Runtime API is served from then on. With `preload`,
+    /// no code is mounted and the handoff socket stays open in the sandbox.
+    async fn launch(
+        mut self,
+        config: &SandboxConfig,
+        since: Instant,
+        preload: bool,
+    ) -> Result<(Sandbox, Instant, std::os::unix::net::UnixStream), StartError> {
         if config.ephemeral_storage_mb != self.ephemeral_storage_mb {
             return Err(StartError::InvalidConfig(format!(
                 "a function with {} MB of /tmp cannot claim a sandbox of {} MB",
@@ -253,14 +318,23 @@ impl WarmSandbox {
             id: self.id.clone(),
             ..config.clone()
         };
-        let env: Vec<String> = own
-            .lambda_environment()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let mut env: Vec<String> = if preload {
+            // The function is not known yet: only what every function
+            // shares; the rest comes with the handoff.
+            own.runtime_environment()
+        } else {
+            own.lambda_environment()
+        }
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+        if preload {
+            env.push(format!("{HANDOFF_FD_VARIABLE}={}", self.handoff_fd));
+        }
         let message = crate::child::claim_message(
-            &config.code_dir,
+            (!preload).then_some(config.code_dir.as_path()),
             config.runtime_dir.as_deref(),
+            preload,
             &config.command,
             &env,
         )
@@ -312,7 +386,7 @@ impl WarmSandbox {
             Ok(listener) => api.spawn_server(listener),
             Err(e) => tokio::spawn(async move { drop(e) }),
         };
-        let mut sandbox = Sandbox {
+        let sandbox = Sandbox {
             id: std::mem::take(&mut self.id),
             pid: launched.pid,
             api,
@@ -332,16 +406,7 @@ impl WarmSandbox {
             in_flight: false,
             oom_kills_seen: 0,
         };
-        match sandbox
-            .wait_for_init(launched.exec_at, config.init_timeout)
-            .await
-        {
-            Ok(()) => Ok(sandbox),
-            Err(e) => {
-                sandbox.shutdown().await;
-                Err(e)
-            }
-        }
+        Ok((sandbox, launched.exec_at, launched.handoff))
     }
 
     /// Tears it down unclaimed, off the async threads.
@@ -362,6 +427,92 @@ impl Drop for WarmSandbox {
         if let Some(owner) = self.owner.take() {
             let _ = owner.join();
         }
+    }
+}
+
+/// The variable naming the handoff descriptor to a preloaded runtime.
+pub const HANDOFF_FD_VARIABLE: &str = "_NIMBUS_HANDOFF_FD";
+
+/// A managed runtime started ahead in a warm sandbox, waiting for its
+/// function on the handoff socket (see [`WarmSandbox::preload`]).
+pub struct Preloaded {
+    sandbox: Sandbox,
+    handoff: tokio::net::UnixStream,
+    since: Instant,
+}
+
+impl Preloaded {
+    /// The sandbox's id.
+    pub fn id(&self) -> &str {
+        &self.sandbox.id
+    }
+
+    /// Makes it `config`'s function's: applies the function's memory and
+    /// pids limits, mounts its code read-only at `/var/task` from outside
+    /// (see `code_mount`), and writes the function's environment to the
+    /// runtime as one JSON object, `{"environment": {"KEY": "value", …}}`,
+    /// followed by EOF. The function's init (its Init Duration) runs from
+    /// there to its first `/next`. `config`'s command and runtime directory
+    /// are those the runtime was started with (the caller's to match).
+    pub async fn assign(self, config: &SandboxConfig) -> Result<Sandbox, StartError> {
+        let Preloaded {
+            mut sandbox,
+            mut handoff,
+            since,
+        } = self;
+        let assigned_at = Instant::now();
+        let result = async {
+            if let Some(cgroup) = &sandbox.cgroup {
+                cgroup.set_limits(CgroupLimits {
+                    memory_mb: config.memory_mb,
+                    pids_max: config.pids_max,
+                })?;
+            }
+            sandbox.memory_mb = config.memory_mb;
+            let (pid, code_dir) = (sandbox.pid, config.code_dir.clone());
+            tokio::task::spawn_blocking(move || crate::code_mount::mount_code(pid, &code_dir))
+                .await
+                .map_err(|e| StartError::OwnerThread(std::io::Error::other(e)))?
+                .map_err(|e| StartError::Setup {
+                    step: e.step,
+                    path: config.code_dir.clone(),
+                    source: e.source,
+                })?;
+            let own = SandboxConfig {
+                id: sandbox.id.clone(),
+                ..config.clone()
+            };
+            let environment: serde_json::Map<String, serde_json::Value> = own
+                .lambda_environment()
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            let message = serde_json::json!({ "environment": environment }).to_string();
+            handoff
+                .write_all(message.as_bytes())
+                .await
+                .and(handoff.shutdown().await)
+                .map_err(StartError::Pipe)?;
+            sandbox
+                .wait_for_init(assigned_at, config.init_timeout)
+                .await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                sandbox.setup_duration = assigned_at.duration_since(since);
+                Ok(sandbox)
+            }
+            Err(e) => {
+                sandbox.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Tears it down unassigned.
+    pub async fn discard(self) {
+        self.sandbox.shutdown().await;
     }
 }
 
@@ -386,27 +537,49 @@ impl Sandbox {
         warm.claim_since(&config, started_at).await
     }
 
-    async fn wait_for_init(
-        &mut self,
-        exec_at: Instant,
-        timeout: Duration,
-    ) -> Result<(), StartError> {
+    /// Waits for the function's init: from `since` (its exec, or its
+    /// handoff) to its first `/next`.
+    async fn wait_for_init(&mut self, since: Instant, timeout: Duration) -> Result<(), StartError> {
         let mut next_calls = self.api.next_calls();
+        self.wait_for(since, timeout, async move {
+            next_calls
+                .wait_for(|n| *n > 0)
+                .await
+                .map(|_| ())
+                .map_err(|_| ())
+        })
+        .await
+    }
+
+    /// Waits until `done` says the runtime got where it should (`Err(())`:
+    /// it never will), collecting its log, and fails as Lambda reports a
+    /// failed init if it posts an init error, exits, or runs out of
+    /// `timeout` after `since` first. Sets the init duration and log.
+    async fn wait_for(
+        &mut self,
+        since: Instant,
+        timeout: Duration,
+        done: impl std::future::Future<Output = Result<(), ()>>,
+    ) -> Result<(), StartError> {
         let mut init_error = self.api.init_error();
-        let deadline = tokio::time::Instant::from_std(exec_at + timeout);
+        let deadline = tokio::time::Instant::from_std(since + timeout);
         let mut log = Vec::new();
         let mut chunk = vec![0u8; 64 * 1024];
         let mut log_open = true;
+        let mut done = std::pin::pin!(done);
         let result = loop {
             tokio::select! {
-                _ = next_calls.wait_for(|n| *n > 0) => break Ok(()),
+                reached = &mut done => match reached {
+                    Ok(()) => break Ok(()),
+                    Err(()) => break Err((None, Some(None))),
+                },
                 posted = init_error.wait_for(Option::is_some) => {
                     let posted = posted.ok().and_then(|p| p.clone()).unwrap_or_else(|| FunctionError::new("Runtime.Unknown", ""));
                     break Err((Some(posted), None));
                 }
                 status = self.exited.wait_for(Option::is_some) => {
                     let status = status.ok().and_then(|s| *s);
-                    break Err((None, status));
+                    break Err((None, Some(status)));
                 }
                 _ = tokio::time::sleep_until(deadline) => break Err((None, None)),
                 // At EOF (every writer gone) the branch is turned off, or it would spin.
@@ -416,7 +589,22 @@ impl Sandbox {
                 },
             }
         };
-        self.init_duration = exec_at.elapsed();
+        self.init_duration = since.elapsed();
+        let result = match result {
+            // It gave up: its exit status says why, if it comes.
+            Err((None, Some(None))) => {
+                let status = tokio::time::timeout(
+                    limits::TEARDOWN_WAIT_MAX,
+                    self.exited.wait_for(Option::is_some),
+                )
+                .await;
+                Err((
+                    None,
+                    Some(status.ok().and_then(|s| s.ok().and_then(|s| *s))),
+                ))
+            }
+            other => other,
+        };
         self.drain_log(&mut log, &mut chunk);
         let text = String::from_utf8_lossy(&log).into_owned();
         self.init_log = log;
@@ -428,7 +616,10 @@ impl Sandbox {
                 log: text,
             }),
             Err((None, Some(status))) => Err(StartError::RuntimeExited {
-                status: status.to_string(),
+                status: status.map_or_else(
+                    || "the runtime stopped before it was ready".to_owned(),
+                    |s| s.to_string(),
+                ),
                 log: text,
             }),
             Err((None, None)) => Err(StartError::InitTimedOut(timeout, text)),

@@ -15,14 +15,19 @@
 //! `provided.*` sandboxes exec the package's `bootstrap`. `python3.x`
 //! sandboxes run the host's `python3.x` on the platform's runtime client
 //! (`runtimes/python/bootstrap.py`, mounted read-only at `/var/runtime`), or
-//! on AWS's `awslambdaric` when the package brings it.
+//! on AWS's `awslambdaric` when the package brings it. For each `python3.x`
+//! this host has started, the warm tier also keeps sandboxes whose runtime
+//! client is already running and waits for its function (Decision 6): a
+//! claim mounts the code, hands over the environment, and the function's
+//! init is only the import of its module.
 
 use crate::snapshot::FunctionSnapshot;
 use nimbus_container::{
-    HostConfig, InvokeOutcome, InvokeRequest, Sandbox, SandboxConfig, StartError, WarmSandbox,
+    HostConfig, InvokeOutcome, InvokeRequest, Preloaded, Sandbox, SandboxConfig, StartError,
+    WarmSandbox,
 };
 use nimbus_control::Runtime;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -166,6 +171,12 @@ pub struct ContainerPool {
     warm: Mutex<Vec<WarmSandbox>>,
     /// Warm sandboxes being built.
     warming: AtomicUsize,
+    /// Warm sandboxes with a `python3.<minor>` runtime client running, by
+    /// minor version, and how many of each are being built.
+    preloaded: Mutex<HashMap<u8, (Vec<Preloaded>, usize)>>,
+    /// The `python3.<minor>` runtimes started since boot: those whose
+    /// preloaded sandboxes the pool keeps.
+    python_wanted: Mutex<HashSet<u8>>,
     /// Function sandboxes alive: hot or busy (warm ones are not counted).
     live: AtomicUsize,
     next_id: AtomicU64,
@@ -200,6 +211,8 @@ impl ContainerPool {
             idle: Mutex::default(),
             warm: Mutex::default(),
             warming: AtomicUsize::new(0),
+            preloaded: Mutex::default(),
+            python_wanted: Mutex::default(),
             live: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             boot: boot_prefix(),
@@ -294,6 +307,50 @@ impl ContainerPool {
         }
     }
 
+    /// Starts building preloaded sandboxes until each wanted `python3.x`
+    /// has [`Capacity::warm`] of them. Needs a tokio runtime.
+    fn refill_preloaded(self: &Arc<Self>) {
+        let wanted: Vec<u8> = self
+            .python_wanted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        for minor in wanted {
+            let missing = {
+                let mut preloaded = self.preloaded.lock().unwrap_or_else(|p| p.into_inner());
+                let (ready, building) = preloaded.entry(minor).or_default();
+                let missing = self.capacity.warm.saturating_sub(ready.len() + *building);
+                *building += missing;
+                missing
+            };
+            for _ in 0..missing {
+                let pool = self.clone();
+                tokio::spawn(async move {
+                    let id = pool.new_id("p");
+                    let mut config = SandboxConfig::provided(id, pool.host.clone(), "");
+                    config.ephemeral_storage_mb = WARM_EPHEMERAL_STORAGE_MB;
+                    pool.python_runtime(&mut config, minor);
+                    let built = match WarmSandbox::start(&config).await {
+                        Ok(warm) => warm.preload(&config).await,
+                        Err(e) => Err(e),
+                    };
+                    let mut preloaded = pool.preloaded.lock().unwrap_or_else(|p| p.into_inner());
+                    let (ready, building) = preloaded.entry(minor).or_default();
+                    *building -= 1;
+                    match built {
+                        Ok(sandbox) => ready.push(sandbox),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "a warm python3.{minor} sandbox could not be built"
+                        ),
+                    }
+                });
+            }
+        }
+    }
+
     /// A fresh sandbox id: `<boot><kind><n>`.
     fn new_id(&self, kind: &str) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -314,6 +371,15 @@ impl ContainerPool {
     ) -> Result<(Sandbox, Tier), ContainerError> {
         let mut config = self.sandbox_config(snapshot, code_dir);
         self.claim_slot()?;
+        if let Some(preloaded) = self.take_preloaded(snapshot, &config) {
+            return match preloaded.assign(&config).await {
+                Ok(sandbox) => Ok((sandbox, Tier::Warm)),
+                Err(e) => {
+                    self.live.fetch_sub(1, Ordering::AcqRel);
+                    Err(Self::start_error(e, Tier::Warm))
+                }
+            };
+        }
         let warm = if config.ephemeral_storage_mb == WARM_EPHEMERAL_STORAGE_MB {
             self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop()
         } else {
@@ -333,17 +399,79 @@ impl ContainerPool {
             Ok(sandbox) => Ok((sandbox, tier)),
             Err(e) => {
                 self.live.fetch_sub(1, Ordering::AcqRel);
-                Err(match e.function_error() {
-                    Some((kind, message, log)) => ContainerError::Init(
-                        kind.to_string(),
-                        message.to_string(),
-                        log.as_bytes().to_vec(),
-                        tier,
-                    ),
-                    None => ContainerError::Start(e),
-                })
+                Err(Self::start_error(e, tier))
             }
         }
+    }
+
+    fn start_error(e: StartError, tier: Tier) -> ContainerError {
+        match e.function_error() {
+            Some((kind, message, log)) => ContainerError::Init(
+                kind.to_string(),
+                message.to_string(),
+                log.as_bytes().to_vec(),
+                tier,
+            ),
+            None => ContainerError::Start(e),
+        }
+    }
+
+    /// A sandbox whose runtime client already runs, for a `python3.x`
+    /// function that can use one; marks the runtime wanted either way, so
+    /// the pool keeps such sandboxes from now on.
+    fn take_preloaded(
+        self: &Arc<Self>,
+        snapshot: &FunctionSnapshot,
+        config: &SandboxConfig,
+    ) -> Option<Preloaded> {
+        let Runtime::Python(minor) = snapshot.config.runtime else {
+            return None;
+        };
+        // The runtime started with the platform's client, Lambda's /tmp and
+        // an environment of its own: a function that differs in any of them
+        // starts its interpreter itself.
+        let usable = config.runtime_dir.is_some()
+            && config.command.get(1).map(String::as_str) == Some(PYTHON_RUNTIME_CLIENT_PATH)
+            && config.ephemeral_storage_mb == WARM_EPHEMERAL_STORAGE_MB
+            && !snapshot
+                .config
+                .environment
+                .keys()
+                .any(|k| read_at_interpreter_start(k));
+        if !usable {
+            return None;
+        }
+        let newly_wanted = self
+            .python_wanted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(minor);
+        let taken = self
+            .preloaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&minor)
+            .and_then(|(ready, _)| ready.pop());
+        if newly_wanted || taken.is_some() {
+            self.refill_preloaded();
+        }
+        taken
+    }
+
+    /// Makes `config` run the platform's runtime client on `python3.<minor>`.
+    fn python_runtime(&self, config: &mut SandboxConfig, minor: u8) {
+        config.command = vec![
+            python_interpreter(minor).display().to_string(),
+            PYTHON_RUNTIME_CLIENT_PATH.into(),
+        ];
+        config.runtime_dir = Some(self.python_runtime_dir.clone());
+        // Lambda's defaults, which the function's own variables may
+        // override: modules come from the code, and the read-only code
+        // directory gets no bytecode cache written into it.
+        config.environment.extend([
+            ("PYTHONPATH".to_string(), "/var/task".to_string()),
+            ("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string()),
+        ]);
     }
 
     /// The sandbox configuration of the snapshot's function (its id is set
@@ -352,23 +480,16 @@ impl ContainerPool {
         let mut config = SandboxConfig::provided("claimed", self.host.clone(), code_dir);
         let c = &snapshot.config;
         if let Runtime::Python(minor) = c.runtime {
-            let python = python_interpreter(minor).display().to_string();
-            let handler = c.handler.clone().unwrap_or_default();
+            self.python_runtime(&mut config, minor);
             // A package that brings AWS's runtime interface client runs on
             // it, as it would in a container image built on it.
-            config.command = if code_dir.join("awslambdaric").join("__init__.py").is_file() {
-                vec![python, "-m".into(), "awslambdaric".into(), handler]
-            } else {
-                vec![python, PYTHON_RUNTIME_CLIENT_PATH.into()]
-            };
-            config.runtime_dir = Some(self.python_runtime_dir.clone());
-            // Lambda's defaults, which the function's own variables may
-            // override: modules come from the code, and the read-only code
-            // directory gets no bytecode cache written into it.
-            config.environment.extend([
-                ("PYTHONPATH".to_string(), "/var/task".to_string()),
-                ("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string()),
-            ]);
+            if code_dir.join("awslambdaric").join("__init__.py").is_file() {
+                let handler = c.handler.clone().unwrap_or_default();
+                config.command.truncate(1);
+                config
+                    .command
+                    .extend(["-m".into(), "awslambdaric".into(), handler]);
+            }
         }
         config.function_name = c.name.clone();
         config.function_version = snapshot.version.clone();
@@ -449,6 +570,15 @@ impl ContainerPool {
             sandbox.shutdown().await;
         }
     }
+}
+
+/// Whether an environment variable takes effect only when the interpreter
+/// or the dynamic loader starts (so a runtime started ahead would miss it).
+fn read_at_interpreter_start(name: &str) -> bool {
+    name.starts_with("PYTHON")
+        || name.starts_with("LD_")
+        || name.starts_with("LC_")
+        || name == "LANG"
 }
 
 /// Six hex digits from the clock: distinct across restarts of one server.

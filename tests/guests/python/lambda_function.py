@@ -10,6 +10,13 @@ logger.setLevel(logging.INFO)
 INITIALIZED_AT = time.time()
 
 
+def exec_environment() -> list[str]:
+    """The names of the variables this process was exec'd with (the kernel
+    keeps them as they were at exec, whatever os.environ became since)."""
+    with open("/proc/self/environ", "rb") as f:
+        return sorted(v.split(b"=", 1)[0].decode() for v in f.read().split(b"\0") if v)
+
+
 def lambda_handler(event, context):
     action = event.get("do") if isinstance(event, dict) else None
     print("handling", context.aws_request_id)
@@ -46,4 +53,8 @@ def lambda_handler(event, context):
         "pid": os.getpid(),
         "uid": os.getuid(),
         "initialized_at": INITIALIZED_AT,
+        "exec_environment": exec_environment(),
+        "cwd": os.getcwd(),
+        "files": sorted(os.listdir(".")),
+        "hash_randomization": sys.flags.hash_randomization,
     }

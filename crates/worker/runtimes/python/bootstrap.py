@@ -286,7 +286,29 @@ def serve(api, handler):
         api.post(f"/invocation/{request_id}/response", answer)
 
 
+def receive_function(fd):
+    """A runtime started before its function (the platform's warm tier):
+    say so on the handoff socket, then wait for the function. By the time
+    its message arrives the platform has mounted the code at /var/task; the
+    message carries the function's environment."""
+    with socket.socket(fileno=fd) as handoff:
+        handoff.sendall(b"r")
+        chunks = []
+        while chunk := handoff.recv(65536):
+            chunks.append(chunk)
+    os.environ.update(json.loads(b"".join(chunks))["environment"])
+    # What the interpreter read at start-up and the code's mount changed:
+    # the working directory was the empty mount point, the import system
+    # cached that it was empty, and the time zone may be the function's.
+    os.chdir(os.environ.get("LAMBDA_TASK_ROOT", "/var/task"))
+    importlib.invalidate_caches()
+    time.tzset()
+
+
 def main():
+    handoff = os.environ.pop("_NIMBUS_HANDOFF_FD", None)
+    if handoff is not None:
+        receive_function(int(handoff))
     # The log is read line by line as the function writes it.
     sys.stdout.reconfigure(line_buffering=True)
     sys.stderr.reconfigure(line_buffering=True)
