@@ -161,9 +161,13 @@ def test_each_invocation_records_its_tier(lam, provided):
     assert "Init Duration:" in log_of(first), "a claimed warm sandbox still runs the function's init"
     second = invoke_payload(lam, name, b'{"n":2}', LogType="Tail")
     assert tier_of(second) == "hot" and "Init Duration:" not in log_of(second)
-    # The pool's sandboxes have Lambda's default /tmp; another size is built cold.
+    # The pool's sandboxes have Lambda's default /tmp; the first start with
+    # another size is built cold, and from then on the pool keeps that size too.
     big = provided(EphemeralStorage={"Size": 1024})
     time.sleep(1.0)
     assert tier_of(invoke_payload(lam, big, b"{}")) == "cold"
+    time.sleep(1.0)
+    also_big = provided(EphemeralStorage={"Size": 1024})
+    assert tier_of(invoke_payload(lam, also_big, b"{}")) == "warm"
     # A wasm function's instance is prepared ahead: it is hot from the start.
     assert tier_of(lam.invoke(FunctionName=name, Payload=b"{}")) == "hot"

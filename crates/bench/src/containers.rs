@@ -7,8 +7,9 @@
 //! new function, invokes it once with `LogType=Tail`, and deletes it; the
 //! REPORT line's `Init Duration` (the function's own init, from exec to its
 //! first `/next`) splits the time into the function's share and the
-//! platform's. With Lambda's default `/tmp` size such a start claims one of
-//! the server's warm sandboxes; with another size it builds one from
+//! platform's. On a server with its warm pool such a start claims one of
+//! its warm sandboxes (for python, one whose runtime client already runs);
+//! on a second server started with `--warm-sandboxes 0` it builds one from
 //! nothing, so both tiers are measured (the tier each start got is counted
 //! from `X-Nimbus-Tier`). A *hot invoke* reuses one hot sandbox; the bare
 //! axum server, asked by the same client in the same run, is its baseline.
@@ -25,8 +26,11 @@ use std::time::{Duration, Instant};
 const EVENT: &str = r#"{"bench":true}"#;
 /// Lambda's default `/tmp` size: the warm pool's.
 const DEFAULT_TMP_MB: u32 = 512;
-/// Any other size: a start from nothing.
-const COLD_TMP_MB: u32 = 1_024;
+/// The pause between two timed starts (not timed), long enough for the
+/// server to rebuild the warm sandbox the last one took — a python one
+/// starts its interpreter, tens of milliseconds — so each start measures
+/// the tier it asks for. The sustained rate run has no pause.
+const REFILL_PAUSE: Duration = Duration::from_millis(150);
 
 /// One runtime's figures.
 pub struct RuntimeFigures {
@@ -83,18 +87,35 @@ struct Package {
 pub fn measure(plan: &Plan, nimbus_bin: &Path, scratch: &Path) -> anyhow::Result<ContainerFigures> {
     let packages = [rust_package(scratch)?, python_package()?];
     let keys = (ACCESS_KEY_ID, SECRET_ACCESS_KEY);
-    let nimbus = Server::start_nimbus(nimbus_bin, scratch, "containers", keys, REGION, None)?;
+    let nimbus = Server::start_nimbus(nimbus_bin, scratch, "containers", keys, REGION, None, &[])?;
+    // The same server with no warm pool: every start is built from nothing.
+    let no_pool = ["--warm-sandboxes", "0"];
+    let nimbus_cold = Server::start_nimbus(
+        nimbus_bin,
+        scratch,
+        "containers-cold",
+        keys,
+        REGION,
+        None,
+        &no_pool,
+    )?;
     let bare = Server::start_hello(scratch, "containers", None)?;
     let api = Api::new(nimbus.address, ACCESS_KEY_ID, SECRET_ACCESS_KEY, REGION);
+    let api_cold = Api::new(
+        nimbus_cold.address,
+        ACCESS_KEY_ID,
+        SECRET_ACCESS_KEY,
+        REGION,
+    );
     let mut runtimes = Vec::new();
     let runs = [
-        (&packages[0], DEFAULT_TMP_MB, "warm"),
-        (&packages[0], COLD_TMP_MB, "cold"),
-        (&packages[1], DEFAULT_TMP_MB, "warm"),
+        (&packages[0], &api, "warm"),
+        (&packages[0], &api_cold, "cold"),
+        (&packages[1], &api, "warm"),
     ];
-    for (package, tmp_mb, tier) in runs {
+    for (package, api, tier) in runs {
         eprintln!("{}, {tier}: {} starts", package.label, plan.cold_runs);
-        let starts = cold_starts(&api, package, plan.cold_runs, tmp_mb)?;
+        let starts = cold_starts(api, package, plan.cold_runs, DEFAULT_TMP_MB)?;
         let platform = starts
             .cold
             .iter()
@@ -102,7 +123,7 @@ pub fn measure(plan: &Plan, nimbus_bin: &Path, scratch: &Path) -> anyhow::Result
             .map(|(c, i)| c.saturating_sub(*i))
             .collect();
         eprintln!("{}: {} hot invokes", package.label, plan.warm_runs);
-        let warm = warm_invokes(&api, package, plan.warm_runs)?;
+        let warm = warm_invokes(api, package, plan.warm_runs)?;
         runtimes.push(RuntimeFigures {
             label: format!("{} — {tier} start", package.label),
             tiers: starts.tiers,
@@ -117,10 +138,20 @@ pub fn measure(plan: &Plan, nimbus_bin: &Path, scratch: &Path) -> anyhow::Result
         "cold-start rate: {} clients for {:?}",
         plan.clients, plan.rate_duration
     );
-    let rates = [DEFAULT_TMP_MB, COLD_TMP_MB]
-        .into_iter()
-        .map(|tmp_mb| rate(&api, &packages[0], plan, tmp_mb))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let rates = vec![
+        rate(
+            &api,
+            &packages[0],
+            plan,
+            "warm pool of 2: claims, with the pool's refills running alongside",
+        )?,
+        rate(
+            &api_cold,
+            &packages[0],
+            plan,
+            "no warm pool (--warm-sandboxes 0): every start built from nothing",
+        )?,
+    ];
     Ok(ContainerFigures {
         runtimes,
         bare,
@@ -145,11 +176,21 @@ fn cold_starts(api: &Api, package: &Package, runs: u32, tmp_mb: u32) -> anyhow::
     let mut cold = Vec::with_capacity(runs as usize);
     let mut init = Vec::with_capacity(runs as usize);
     let mut tiers = std::collections::BTreeMap::<String, u32>::new();
+    // One start untimed: a runtime's first start is what makes the server
+    // keep warm sandboxes with that runtime already running.
+    let runtime = package.runtime.replace('.', "-");
+    one_cold_start(
+        api,
+        package,
+        &format!("bench-first-{tmp_mb}-{runtime}"),
+        tmp_mb,
+    )?;
     for i in 0..runs {
         let name = format!(
             "bench-start-{tmp_mb}-{}-{i}",
             package.runtime.replace('.', "-")
         );
+        std::thread::sleep(REFILL_PAUSE);
         let (took, function_init, tier) = one_cold_start(api, package, &name, tmp_mb)?;
         cold.push(took);
         init.push(function_init);
@@ -242,7 +283,7 @@ fn bare_invokes(address: std::net::SocketAddr, runs: u32) -> anyhow::Result<Summ
 
 /// A sustained run of starts (Decision 16).
 pub struct RateFigures {
-    /// Which `/tmp` size, and so which tier, the run asked for.
+    /// Which server: with its warm pool, or without one.
     pub label: String,
     /// Starts completed (invokes that found no hot sandbox).
     pub starts: u64,
@@ -261,13 +302,13 @@ const RATE_FUNCTIONS: usize = nimbus_worker::container::Capacity::DEFAULT.sandbo
 /// Starts sustained by `plan.clients` clients for `plan.rate_duration`.
 /// The functions are deployed before the clock starts; the clients then
 /// invoke them in turn, so each invoke evicts the longest-idle sandbox and
-/// starts its function anew. With Lambda's `/tmp` a start claims a warm
-/// sandbox, and the pool's refills run in the same minute on the same
-/// cores: they are part of the rate; with another size every start is
-/// built from nothing.
-fn rate(api: &Api, package: &Package, plan: &Plan, tmp_mb: u32) -> anyhow::Result<RateFigures> {
+/// starts its function anew. On a server with a warm pool a start claims a
+/// warm sandbox when one is ready, and the pool's refills run in the same
+/// minute on the same cores: they are part of the rate; on a server
+/// without one every start is built from nothing.
+fn rate(api: &Api, package: &Package, plan: &Plan, label: &str) -> anyhow::Result<RateFigures> {
     let names: Vec<String> = (0..RATE_FUNCTIONS)
-        .map(|i| format!("bench-rate-{tmp_mb}-{i}"))
+        .map(|i| format!("bench-rate-{i}"))
         .collect();
     for name in &names {
         api.create_zip_function(
@@ -275,7 +316,7 @@ fn rate(api: &Api, package: &Package, plan: &Plan, tmp_mb: u32) -> anyhow::Resul
             &package.runtime,
             package.handler,
             &package.zip,
-            tmp_mb,
+            DEFAULT_TMP_MB,
         )?;
     }
     let started = Instant::now();
@@ -322,11 +363,7 @@ fn rate(api: &Api, package: &Package, plan: &Plan, tmp_mb: u32) -> anyhow::Resul
         .map(|(_, n)| n)
         .sum();
     Ok(RateFigures {
-        label: if tmp_mb == DEFAULT_TMP_MB {
-            format!("Lambda's /tmp ({tmp_mb} MB): warm claims, pool refills running alongside")
-        } else {
-            format!("/tmp of {tmp_mb} MB: every start built from nothing")
-        },
+        label: label.to_string(),
         starts,
         tiers: counts
             .iter()

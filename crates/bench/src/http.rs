@@ -123,7 +123,8 @@ impl Servers {
             Some(cpu) => format!("cpu{cpu}"),
         };
         let keys = (ACCESS_KEY_ID, SECRET_ACCESS_KEY);
-        let nimbus = Server::start_nimbus(nimbus_bin, scratch, &tag, keys, REGION, layout.cpu())?;
+        let nimbus =
+            Server::start_nimbus(nimbus_bin, scratch, &tag, keys, REGION, layout.cpu(), &[])?;
         let bare = Server::start_hello(scratch, &tag, layout.cpu())?;
         eprintln!(
             "{}: nimbus on {}, bare axum on {}",

@@ -36,10 +36,12 @@ impl Server {
         (access_key_id, secret): (&str, &str),
         region: &str,
         cpu: Option<usize>,
+        extra_args: &[&str],
     ) -> anyhow::Result<Server> {
         let mut command = pinned(binary, cpu);
         command
             .args(["up", "--listen", "127.0.0.1:0", "--region", region])
+            .args(extra_args)
             .arg("--data-dir")
             .arg(scratch.join(format!("nimbus-{tag}")))
             .env("NIMBUS_ROOT_ACCESS_KEY_ID", access_key_id)

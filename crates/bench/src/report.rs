@@ -330,8 +330,10 @@ fn write_containers(
         md,
         "- start: deploy a new function, then time its first invoke from request to last \
          byte (the function's own init from its REPORT line's Init Duration); a warm start \
-         claims a sandbox the server built ahead (Lambda's default /tmp), a cold one builds it \
-         from nothing (another /tmp size); hot: one hot sandbox, sequential invokes, the bare \
+         claims a sandbox the server built ahead (for python, with the runtime client already \
+         running), a cold one is asked of a second server with no warm pool \
+         (--warm-sandboxes 0) and builds it from nothing; 150 ms between starts (untimed) let \
+         the pool refill; hot: one hot sandbox, sequential invokes, the bare \
          axum server asked by the same client as baseline\n"
     )?;
     writeln!(

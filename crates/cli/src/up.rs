@@ -12,7 +12,13 @@ pub fn run(up: UpArgs) -> anyhow::Result<()> {
         warm: up.warm_sandboxes,
     };
     let args = up.server;
+    // NIMBUS_LOG takes tracing's filter syntax, e.g. `debug` or
+    // `nimbus_worker=debug` (each sandbox start, with where its time went).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NIMBUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

@@ -4,8 +4,9 @@
 //! and serves the next invocation of the same version and revision. A miss
 //! claims a *warm* sandbox — namespaces, cgroups, root, `/tmp` disk and
 //! Runtime API built ahead, no code — from a pool of [`Capacity::warm`]
-//! that is refilled in the background; with none at hand (or a `/tmp` size
-//! other than the pool's) it builds one from nothing (*cold*). Idle
+//! per `/tmp` size (Lambda's default, and the few sizes most recently
+//! asked for) that is refilled in the background; with none at hand it
+//! builds one from nothing (*cold*). Idle
 //! sandboxes are recycled after [`IDLE_RECYCLE`], the host never holds more
 //! than [`Capacity::sandboxes`] function sandboxes (the warm pool has its
 //! own [`Capacity::warm`] on top: a host full of idle sandboxes still starts
@@ -61,8 +62,13 @@ impl Default for Capacity {
         Capacity::DEFAULT
     }
 }
-/// The `/tmp` size of warm sandboxes: Lambda's default `EphemeralStorage`.
+/// The `/tmp` size the warm pool always has: Lambda's default
+/// `EphemeralStorage` (and the only one of preloaded runtimes).
 const WARM_EPHEMERAL_STORAGE_MB: u32 = nimbus_container::limits::EPHEMERAL_STORAGE_MB_DEFAULT;
+/// Other `/tmp` sizes the warm pool keeps sandboxes of: those most
+/// recently started from nothing. A warm sandbox's `/tmp` disk is made at
+/// its size, so each size is a pool of its own.
+const OTHER_TMP_SIZES_WARM_MAX: usize = 3;
 /// nimbus' runtime client for `python3.x`, written under the data directory
 /// at start-up and mounted read-only at `/var/runtime` in python sandboxes.
 const PYTHON_RUNTIME_CLIENT: &str = include_str!("../runtimes/python/bootstrap.py");
@@ -167,10 +173,12 @@ pub struct ContainerPool {
     /// The host directory mounted at `/var/runtime` in python sandboxes.
     python_runtime_dir: PathBuf,
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
-    /// Warm sandboxes, ready to be claimed.
-    warm: Mutex<Vec<WarmSandbox>>,
-    /// Warm sandboxes being built.
-    warming: AtomicUsize,
+    /// Warm sandboxes by `/tmp` size in MB: those ready to be claimed, and
+    /// how many are being built.
+    warm: Mutex<HashMap<u32, (Vec<WarmSandbox>, usize)>>,
+    /// The `/tmp` sizes other than Lambda's default that the pool keeps,
+    /// most recently wanted last.
+    other_tmp_sizes: Mutex<Vec<u32>>,
     /// Warm sandboxes with a `python3.<minor>` runtime client running, by
     /// minor version, and how many of each are being built.
     preloaded: Mutex<HashMap<u8, (Vec<Preloaded>, usize)>>,
@@ -210,7 +218,7 @@ impl ContainerPool {
             python_runtime_dir,
             idle: Mutex::default(),
             warm: Mutex::default(),
-            warming: AtomicUsize::new(0),
+            other_tmp_sizes: Mutex::default(),
             preloaded: Mutex::default(),
             python_wanted: Mutex::default(),
             live: AtomicUsize::new(0),
@@ -276,35 +284,99 @@ impl ContainerPool {
     }
 
     /// Starts building warm sandboxes until the pool holds
-    /// [`Capacity::warm`]. Needs a tokio runtime.
+    /// [`Capacity::warm`] of each `/tmp` size it keeps. Needs a tokio
+    /// runtime.
     pub fn refill(self: &Arc<Self>) {
-        let held = self.warm.lock().unwrap_or_else(|p| p.into_inner()).len();
-        let missing = self
-            .capacity
-            .warm
-            .saturating_sub(held + self.warming.load(Ordering::Acquire));
-        for _ in 0..missing {
-            self.warming.fetch_add(1, Ordering::AcqRel);
-            let pool = self.clone();
-            tokio::spawn(async move {
-                let id = pool.new_id("w");
-                // Only the id, host settings and /tmp size matter until a claim.
-                let mut template =
-                    SandboxConfig::provided(id, pool.host.clone(), &pool.host.state_dir);
-                template.ephemeral_storage_mb = WARM_EPHEMERAL_STORAGE_MB;
-                match WarmSandbox::start(&template).await {
-                    Ok(warm) => pool
-                        .warm
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(warm),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "a warm sandbox could not be built");
+        let mut sizes = vec![WARM_EPHEMERAL_STORAGE_MB];
+        sizes.extend(
+            self.other_tmp_sizes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter(),
+        );
+        for size in sizes {
+            let missing = {
+                let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+                let (ready, building) = warm.entry(size).or_default();
+                let missing = self.capacity.warm.saturating_sub(ready.len() + *building);
+                *building += missing;
+                missing
+            };
+            for _ in 0..missing {
+                let pool = self.clone();
+                tokio::spawn(async move {
+                    let id = pool.new_id("w");
+                    // Only the id, host settings and /tmp size matter until a claim.
+                    let mut template =
+                        SandboxConfig::provided(id, pool.host.clone(), &pool.host.state_dir);
+                    template.ephemeral_storage_mb = size;
+                    let built = WarmSandbox::start(&template).await;
+                    let still_wanted = size == WARM_EPHEMERAL_STORAGE_MB
+                        || pool
+                            .other_tmp_sizes
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .contains(&size);
+                    let unwanted = {
+                        let mut warm = pool.warm.lock().unwrap_or_else(|p| p.into_inner());
+                        let (ready, building) = warm.entry(size).or_default();
+                        *building -= 1;
+                        match built {
+                            Ok(sandbox) if still_wanted => {
+                                ready.push(sandbox);
+                                None
+                            }
+                            Ok(sandbox) => Some(sandbox),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "a warm sandbox could not be built");
+                                None
+                            }
+                        }
+                    };
+                    // Its size was dropped from the pool while it was built.
+                    if let Some(sandbox) = unwanted {
+                        sandbox.discard().await;
                     }
+                });
+            }
+        }
+    }
+
+    /// A warm sandbox with `/tmp` of `size_mb`, if one is ready. A size
+    /// other than the default becomes one the pool keeps (the oldest such
+    /// size is dropped, and its sandboxes torn down, beyond
+    /// [`OTHER_TMP_SIZES_WARM_MAX`]); the pool then refills.
+    fn take_warm(self: &Arc<Self>, size_mb: u32) -> Option<WarmSandbox> {
+        let mut dropped = None;
+        if size_mb != WARM_EPHEMERAL_STORAGE_MB {
+            let mut sizes = self
+                .other_tmp_sizes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            sizes.retain(|s| *s != size_mb);
+            sizes.push(size_mb);
+            if sizes.len() > OTHER_TMP_SIZES_WARM_MAX {
+                dropped = Some(sizes.remove(0));
+            }
+        }
+        let (taken, unwanted) = {
+            let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+            let taken = warm.get_mut(&size_mb).and_then(|(ready, _)| ready.pop());
+            let unwanted = dropped
+                .and_then(|size| warm.get_mut(&size))
+                .map(|(ready, _)| std::mem::take(ready))
+                .unwrap_or_default();
+            (taken, unwanted)
+        };
+        if !unwanted.is_empty() {
+            tokio::spawn(async move {
+                for sandbox in unwanted {
+                    sandbox.discard().await;
                 }
-                pool.warming.fetch_sub(1, Ordering::AcqRel);
             });
         }
+        self.refill();
+        taken
     }
 
     /// Starts building preloaded sandboxes until each wanted `python3.x`
@@ -357,9 +429,14 @@ impl ContainerPool {
         format!("{}{kind}{n}", self.boot)
     }
 
-    /// Warm sandboxes ready now.
+    /// Warm sandboxes ready now, of every `/tmp` size.
     pub fn warm_count(&self) -> usize {
-        self.warm.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.warm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|(ready, _)| ready.len())
+            .sum()
     }
 
     /// A sandbox for the snapshot's function: a claimed warm one, else one
@@ -380,16 +457,8 @@ impl ContainerPool {
                 }
             };
         }
-        let warm = if config.ephemeral_storage_mb == WARM_EPHEMERAL_STORAGE_MB {
-            self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop()
-        } else {
-            None
-        };
-        let (started, tier) = match warm {
-            Some(warm) => {
-                self.refill();
-                (warm.claim(&config).await, Tier::Warm)
-            }
+        let (started, tier) = match self.take_warm(config.ephemeral_storage_mb) {
+            Some(warm) => (warm.claim(&config).await, Tier::Warm),
             None => {
                 config.id = self.new_id("s");
                 (Sandbox::start(config).await, Tier::Cold)
@@ -517,6 +586,18 @@ impl ContainerPool {
             None => {
                 let (started, tier) = self.start(snapshot, code_dir).await?;
                 let init = started.init_duration();
+                let t = started.start_timings();
+                tracing::debug!(
+                    sandbox = started.id(),
+                    tier = tier.as_str(),
+                    setup_us = started.setup_duration().as_micros() as u64,
+                    cgroups_us = t.cgroups.as_micros() as u64,
+                    tmp_disk_us = t.tmp_disk.as_micros() as u64,
+                    clone_to_ready_us = t.clone_to_ready.as_micros() as u64,
+                    claim_to_exec_us = t.claim_to_exec.as_micros() as u64,
+                    init_us = init.as_micros() as u64,
+                    "sandbox started"
+                );
                 (started, Some(init), tier)
             }
         };
