@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds a throttled caller should wait (`Retry-After`).
     pub retry_after_s: Option<u64>,
+    /// Why a throttled caller was refused (Lambda's `Reason` member).
+    pub reason: Option<&'static str>,
 }
 
 impl ApiError {
@@ -29,6 +31,21 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_s: None,
+            reason: None,
+        }
+    }
+
+    /// 429 `TooManyRequestsException` with Lambda's `Reason`, to be retried
+    /// after a second.
+    pub fn throttled(reason: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            retry_after_s: Some(1),
+            reason: Some(reason),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                message,
+            )
         }
     }
 
@@ -81,10 +98,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "Type": if self.is_server() { "Service" } else { "User" },
             "message": self.message,
         });
+        if let Some(reason) = self.reason {
+            body["Reason"] = reason.into();
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert("x-amzn-ErrorType", HeaderValue::from_static(self.code));

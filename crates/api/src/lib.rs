@@ -18,6 +18,8 @@ use nimbus_control::{
     AliasRecord, ArtifactStore, FunctionConfig, FunctionRecord, FunctionStore, SqliteStore,
     VersionRecord,
 };
+use nimbus_scheduler::Concurrency;
+pub use nimbus_scheduler::ConcurrencyLimits;
 pub use nimbus_worker::container::Capacity;
 use nimbus_worker::container::{ContainerPool, IDLE_RECYCLE};
 use nimbus_worker::logs::LogBook;
@@ -62,6 +64,8 @@ pub struct PlatformConfig {
     pub root: Credentials,
     /// How many sandboxes this host keeps.
     pub capacity: Capacity,
+    /// Every tenant's concurrency limits.
+    pub concurrency: ConcurrencyLimits,
 }
 
 /// Everything a request handler reaches.
@@ -73,6 +77,8 @@ pub struct Platform {
     logs: LogBook,
     keys: auth::Keys,
     region: String,
+    /// Admission by concurrency: account limits and reservations.
+    concurrency: Concurrency,
     /// The container executor, or why this host cannot run containers
     /// (process runtimes are then refused at deploy with that reason).
     containers: Result<Arc<ContainerPool>, String>,
@@ -104,6 +110,7 @@ impl Platform {
                 .map_err(|e| OpenError::Logs(dir.join("logs"), e))?,
             keys: auth::Keys::new(config.root),
             region: config.region,
+            concurrency: Concurrency::new(config.concurrency),
             containers,
             code_dir: dir.join("code"),
             _lock: lock,
@@ -117,6 +124,9 @@ impl Platform {
     /// prepared is reported and left to be retried (and reported to the
     /// caller) at its first invocation.
     fn load_snapshots(&self) -> Result<(), OpenError> {
+        for (tenant, name, reserved) in self.store.all_reserved_concurrency()? {
+            self.concurrency.restore(&tenant, &name, reserved);
+        }
         for (tenant, record) in self.store.all()? {
             if let Err(e) = self.install(&tenant, record.clone()) {
                 tracing::error!(function = %record.config.name, error = %e.message, "cannot prepare stored function");

@@ -7,7 +7,7 @@ use crate::Platform;
 use crate::auth::authenticate;
 use crate::error::ApiError;
 use crate::ops::functions::{read, update};
-use crate::ops::{account, aliases, functions, invoke, logs, tags, versions};
+use crate::ops::{account, aliases, concurrency, functions, invoke, logs, tags, versions};
 use axum::Router;
 use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -440,6 +440,9 @@ fn handler(operation: &str, filter: MethodFilter) -> MethodRouter<Arc<Platform>>
         "ListTags" => on(filter, tags::list),
         "Invoke" => on(filter, invoke::invoke),
         "GetAccountSettings" => on(filter, account::get_account_settings),
+        "PutFunctionConcurrency" => on(filter, concurrency::put),
+        "GetFunctionConcurrency" => on(filter, concurrency::get),
+        "DeleteFunctionConcurrency" => on(filter, concurrency::delete),
         "GetFunctionLogs" => on(filter, logs::tail),
         other => {
             let name = other.to_string();

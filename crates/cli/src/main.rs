@@ -7,7 +7,7 @@ mod credentials;
 mod up;
 
 use clap::{Parser, Subcommand};
-use nimbus_api::Capacity;
+use nimbus_api::{Capacity, ConcurrencyLimits};
 use std::path::PathBuf;
 
 /// Default API address.
@@ -52,6 +52,12 @@ pub struct UpArgs {
     #[arg(long, env = "NIMBUS_SANDBOXES_MAX", default_value_t = Capacity::DEFAULT.sandboxes,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
     pub sandboxes_max: usize,
+    /// Invocations each account may run at once (Lambda's default: 1,000);
+    /// reservations must leave 100 of them unreserved.
+    #[arg(long, env = "NIMBUS_ACCOUNT_CONCURRENCY",
+          default_value_t = ConcurrencyLimits::DEFAULT.account,
+          value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
+    pub account_concurrency: u32,
     /// Warm sandboxes (no code yet) kept ready on top of those.
     #[arg(long, env = "NIMBUS_WARM_SANDBOXES", default_value_t = Capacity::DEFAULT.warm,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=64))]

@@ -3,13 +3,17 @@
 use crate::credentials;
 use crate::{ServerArgs, UpArgs};
 use anyhow::Context as _;
-use nimbus_api::{Capacity, Platform, PlatformConfig};
+use nimbus_api::{Capacity, ConcurrencyLimits, Platform, PlatformConfig};
 
 /// Runs the platform until SIGINT or SIGTERM, then drains in-flight requests.
 pub fn run(up: UpArgs) -> anyhow::Result<()> {
     let capacity = Capacity {
         sandboxes: up.sandboxes_max,
         warm: up.warm_sandboxes,
+    };
+    let concurrency = ConcurrencyLimits {
+        account: up.account_concurrency,
+        ..ConcurrencyLimits::DEFAULT
     };
     let args = up.server;
     // NIMBUS_LOG takes tracing's filter syntax, e.g. `debug` or
@@ -34,6 +38,7 @@ pub fn run(up: UpArgs) -> anyhow::Result<()> {
             region: args.region.clone(),
             root: root.clone(),
             capacity,
+            concurrency,
         })
         .with_context(|| format!("open data directory {}", args.data_dir.display()))?;
         // One write, whose failure (say, stdout closed by `| head -1`) is not

@@ -13,14 +13,14 @@ use std::sync::Arc;
 const TOTAL_CODE_SIZE_MAX_BYTES: u64 = 80_530_636_800;
 /// Lambda's largest zipped package (50 MB).
 const CODE_SIZE_ZIPPED_MAX_BYTES: u64 = 52_428_800;
-/// Account concurrency until the scheduler makes it configurable.
-const ACCOUNT_CONCURRENCY_DEFAULT: u32 = 1_000;
 
 /// `GET /2016-08-19/account-settings`.
 pub async fn get_account_settings(
     State(platform): State<Arc<Platform>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
+    let account = platform.concurrency.limits().account;
+    let unreserved = platform.concurrency.unreserved(&caller.account_id);
     let (count, total) = super::blocking(move || {
         let records = platform
             .store
@@ -36,8 +36,8 @@ pub async fn get_account_settings(
             "TotalCodeSize": TOTAL_CODE_SIZE_MAX_BYTES,
             "CodeSizeUnzipped": UNZIPPED_SIZE_MAX_BYTES,
             "CodeSizeZipped": CODE_SIZE_ZIPPED_MAX_BYTES,
-            "ConcurrentExecutions": ACCOUNT_CONCURRENCY_DEFAULT,
-            "UnreservedConcurrentExecutions": ACCOUNT_CONCURRENCY_DEFAULT,
+            "ConcurrentExecutions": account,
+            "UnreservedConcurrentExecutions": unreserved,
         },
         "AccountUsage": { "TotalCodeSize": total, "FunctionCount": count },
     }))

@@ -96,6 +96,11 @@ pub async fn invoke(
             "Could not parse request body into json: the payload is not valid JSON",
         ));
     }
+    // Held until the invocation is done: the function's concurrency.
+    let _running = platform
+        .concurrency
+        .admit(&caller.account_id, &snapshot.name)
+        .map_err(|t| ApiError::throttled(t.reason(), t.to_string()))?;
     let request_id = uuid::Uuid::new_v4().to_string();
     let (result, log, tier) = execute(&platform, &caller, &snapshot, &request_id, payload).await?;
     // A wasm function whose snapshot had to be pulled (and its code loaded

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod aliases;
+pub mod concurrency;
 pub mod functions;
 pub mod invoke;
 pub mod logs;

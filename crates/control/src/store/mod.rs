@@ -173,4 +173,19 @@ pub trait FunctionStore: Send + Sync {
 
     /// Removes an alias; fails with [`StoreError::AliasNotFound`] if absent.
     fn delete_alias(&self, tenant: &str, function: &str, alias: &str) -> Result<(), StoreError>;
+
+    /// Sets (`Some`) or removes (`None`) a function's reserved concurrency;
+    /// fails with [`StoreError::NotFound`] if the function is absent. It is
+    /// the function's, not a version's, and changes no revision (hot
+    /// instances stay). Deleting the function deletes it.
+    fn set_reserved_concurrency(
+        &self,
+        tenant: &str,
+        name: &str,
+        reserved: Option<u32>,
+    ) -> Result<(), StoreError>;
+
+    /// Every reservation, as (tenant, function, reserved concurrency), for
+    /// loading them at start-up.
+    fn all_reserved_concurrency(&self) -> Result<Vec<(String, String, u32)>, StoreError>;
 }

@@ -286,7 +286,15 @@ pub async fn delete(
     );
     let deleted = blocking(move || {
         let outcome = match version {
-            None => worker.store.delete(&tenant, &name),
+            // With the function goes its reservation, in the same step
+            // as reservations change, so none outlives it.
+            None => worker
+                .concurrency
+                .reserve(&tenant, &name, None, || worker.store.delete(&tenant, &name))
+                .map_err(|e| match e {
+                    nimbus_scheduler::ReserveError::Persist(e) => e,
+                    other => StoreError::Engine(other.to_string()),
+                }),
             Some(n) => worker.store.delete_version(&tenant, &name, n),
         };
         match outcome {

@@ -44,6 +44,12 @@ pub async fn get(
     if let Some(tags) = tags.filter(|t| !t.is_empty()) {
         body["Tags"] = json!(tags);
     }
+    let name = body["Configuration"]["FunctionName"]
+        .as_str()
+        .unwrap_or_default();
+    if let Some(reserved) = platform.concurrency.reserved(&caller.account_id, name) {
+        body["Concurrency"] = json!({ "ReservedConcurrentExecutions": reserved });
+    }
     Ok(axum::Json(body).into_response())
 }
 

@@ -49,6 +49,12 @@ impl SqliteStore {
                 record   TEXT    NOT NULL,
                 PRIMARY KEY (tenant, name, version)
             );
+            CREATE TABLE IF NOT EXISTS concurrency (
+                tenant   TEXT    NOT NULL,
+                name     TEXT    NOT NULL,
+                reserved INTEGER NOT NULL,
+                PRIMARY KEY (tenant, name)
+            );
             CREATE TABLE IF NOT EXISTS aliases (
                 tenant   TEXT    NOT NULL,
                 name     TEXT    NOT NULL,
@@ -227,7 +233,7 @@ impl FunctionStore for SqliteStore {
         if removed == 0 {
             return Err(StoreError::NotFound(name.to_string()));
         }
-        for table in ["versions", "aliases"] {
+        for table in ["versions", "aliases", "concurrency"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE tenant = ?1 AND name = ?2"),
                 params![tenant, name],
@@ -325,6 +331,50 @@ impl FunctionStore for SqliteStore {
     fn delete_alias(&self, tenant: &str, function: &str, alias: &str) -> Result<(), StoreError> {
         aliases::delete(&self.conn(), tenant, function, alias)
     }
+
+    fn set_reserved_concurrency(
+        &self,
+        tenant: &str,
+        name: &str,
+        reserved: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(engine)?;
+        let exists: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM functions WHERE tenant = ?1 AND name = ?2)",
+                params![tenant, name],
+                |row| row.get(0),
+            )
+            .map_err(engine)?;
+        if !exists {
+            return Err(StoreError::NotFound(name.to_string()));
+        }
+        match reserved {
+            Some(r) => tx.execute(
+                "INSERT INTO concurrency (tenant, name, reserved) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (tenant, name) DO UPDATE SET reserved = excluded.reserved",
+                params![tenant, name, r],
+            ),
+            None => tx.execute(
+                "DELETE FROM concurrency WHERE tenant = ?1 AND name = ?2",
+                params![tenant, name],
+            ),
+        }
+        .map_err(engine)?;
+        tx.commit().map_err(engine)
+    }
+
+    fn all_reserved_concurrency(&self) -> Result<Vec<(String, String, u32)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT tenant, name, reserved FROM concurrency ORDER BY tenant, name")
+            .map_err(engine)?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
 }
 
 #[cfg(test)]
@@ -383,6 +433,33 @@ mod tests {
         assert_eq!(s.list("t", Some("a"), 10).unwrap().len(), 1);
         s.delete("t", "a").unwrap();
         assert!(matches!(s.delete("t", "a"), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn reserved_concurrency_is_the_functions_until_it_is_deleted() {
+        let (_dir, s) = store();
+        s.create("t", &record("f", 1)).unwrap();
+        s.create("t", &record("g", 1)).unwrap();
+        assert!(matches!(
+            s.set_reserved_concurrency("t", "missing", Some(1)),
+            Err(StoreError::NotFound(_))
+        ));
+        s.set_reserved_concurrency("t", "f", Some(5)).unwrap();
+        s.set_reserved_concurrency("t", "g", Some(0)).unwrap();
+        s.set_reserved_concurrency("t", "f", Some(7)).unwrap();
+        let all = s.all_reserved_concurrency().unwrap();
+        assert_eq!(
+            all,
+            [("t".into(), "f".into(), 7), ("t".into(), "g".into(), 0)]
+        );
+        assert_eq!(
+            s.get("t", "f").unwrap().unwrap().revision,
+            1,
+            "no new revision"
+        );
+        s.set_reserved_concurrency("t", "g", None).unwrap();
+        s.delete("t", "f").unwrap();
+        assert!(s.all_reserved_concurrency().unwrap().is_empty());
     }
 
     #[test]

@@ -1,0 +1,13 @@
+//! The scheduler: which invocations may run, and where.
+//!
+//! Today it holds admission by concurrency, as Lambda has it
+//! ([`concurrency`]): an account limit per tenant, reserved concurrency per
+//! function, and the throttling reasons a caller is told. Placement, fair
+//! sharing and pre-warming come here too; the instance pools they steer
+//! live with the executors (`nimbus-worker`).
+
+#![deny(missing_docs)]
+
+pub mod concurrency;
+
+pub use concurrency::{Concurrency, ConcurrencyLimits, Permit, ReserveError, Throttle};
