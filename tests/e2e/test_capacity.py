@@ -1,7 +1,8 @@
-"""A host keeps at most `--sandboxes-max` function sandboxes: a start on a full
-host evicts the longest-idle one, the warm pool is kept on top of them, and
-when every sandbox is busy the caller is told to retry (429), never queued
-without bound or run unsandboxed."""
+"""A host keeps at most `--sandboxes-max` function sandboxes and
+`--sandbox-memory-mb` of their MemorySize: a start on a full host evicts the
+longest-idle ones, the warm pool is kept on top of them, and when every
+sandbox is busy the caller is told to retry (429), never queued without bound
+or run unsandboxed. Idle sandboxes go after `--idle-recycle-s`."""
 
 from __future__ import annotations
 
@@ -20,22 +21,30 @@ SANDBOXES_MAX = 2
 BUSY_S = 3
 
 
-@pytest.fixture
-def small_host(tmp_path):
-    srv = NimbusServer(tmp_path / "data", tmp_path / "server.log",
-                       extra_args=("--sandboxes-max", str(SANDBOXES_MAX), "--warm-sandboxes", "1"))
+def host(tmp_path, *args: str):
+    srv = NimbusServer(tmp_path / "data", tmp_path / "server.log", extra_args=("--warm-sandboxes", "1", *args))
     try:
         srv.start()
     except RuntimeError as e:
         pytest.fail(str(e), pytrace=False)
+    return srv
+
+
+@pytest.fixture
+def small_host(tmp_path):
+    srv = host(tmp_path, "--sandboxes-max", str(SANDBOXES_MAX))
     yield srv
     srv.stop()
 
 
-def deploy(lam, name: str) -> str:
+def deploy(lam, name: str, memory_mb: int = 128) -> str:
     lam.create_function(FunctionName=name, Runtime="provided.al2023", Role=ROLE, Handler="unused",
-                        Code={"ZipFile": bootstrap_zip()}, Timeout=BUSY_S * 3)
+                        Code={"ZipFile": bootstrap_zip()}, Timeout=BUSY_S * 3, MemorySize=memory_mb)
     return name
+
+
+def sleep_event(seconds: float) -> bytes:
+    return json.dumps({"do": "sleep", "seconds": seconds}).encode()
 
 
 def test_a_full_host_evicts_the_longest_idle_sandbox(small_host):
@@ -60,8 +69,7 @@ def test_every_sandbox_busy_is_429_and_the_host_recovers(small_host):
     answers: dict[str, dict] = {}
 
     def hold(name: str) -> None:
-        answers[name] = invoke_payload(lambda_client(small_host.url), name,
-                                       json.dumps({"do": "sleep", "seconds": BUSY_S}).encode())
+        answers[name] = invoke_payload(lambda_client(small_host.url), name, sleep_event(BUSY_S))
 
     holders = [threading.Thread(target=hold, args=(name,)) for name in busy]
     for t in holders:
@@ -79,3 +87,50 @@ def test_every_sandbox_busy_is_429_and_the_host_recovers(small_host):
         assert json.loads(answers[name]["Body"])["echo"] == {"do": "sleep", "seconds": BUSY_S}
     # Idle again: the refused function now starts by evicting one of them.
     assert json.loads(invoke_payload(lam, other, b'{"after":1}')["Body"])["echo"] == {"after": 1}
+
+
+def test_memory_is_a_limit_too_and_evicts_as_much_as_a_start_needs(tmp_path):
+    srv = host(tmp_path, "--sandbox-memory-mb", "256")
+    try:
+        lam = lambda_client(srv.url)
+        small = [deploy(lam, f"mem-small-{i}", 128) for i in range(2)]
+        big = deploy(lam, "mem-big", 256)
+        for name in small:
+            invoke_payload(lam, name, b"{}")
+        assert all(tier_of(invoke_payload(lam, n, b"{}")) == "hot" for n in small), "256 MB hold both"
+        # 256 MB more: both idle sandboxes must go.
+        assert json.loads(invoke_payload(lam, big, b'{"big":1}')["Body"])["echo"] == {"big": 1}
+        assert tier_of(invoke_payload(lam, big, b"{}")) == "hot"
+        assert tier_of(invoke_payload(lam, small[0], b"{}")) != "hot", "evicted for the big one"
+        # Both small ones idle (256 MB): the big one evicts them again, and
+        # while it is busy it holds all the memory, with nothing to evict.
+        invoke_payload(lam, small[1], b"{}")
+        holder = threading.Thread(target=invoke_payload,
+                                  args=(lambda_client(srv.url), big, sleep_event(BUSY_S)))
+        holder.start()
+        time.sleep(BUSY_S / 3)
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            lam.invoke(FunctionName=small[1], Payload=b"{}")
+        assert refused.value.response["Error"]["Code"] == "TooManyRequestsException"
+        holder.join()
+        # A function larger than the host can never start, and says so.
+        huge = deploy(lam, "mem-huge", 512)
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            lam.invoke(FunctionName=huge, Payload=b"{}")
+        assert refused.value.response["Error"]["Code"] == "TooManyRequestsException"
+        assert tier_of(invoke_payload(lam, big, b"{}")) == "hot", "a refused start evicts nothing"
+    finally:
+        srv.stop()
+
+
+def test_idle_sandboxes_are_recycled_after_the_idle_time(tmp_path):
+    srv = host(tmp_path, "--idle-recycle-s", "1")
+    try:
+        lam = lambda_client(srv.url)
+        name = deploy(lam, "idle")
+        invoke_payload(lam, name, b"{}")
+        assert tier_of(invoke_payload(lam, name, b"{}")) == "hot"
+        time.sleep(2.5)
+        assert tier_of(invoke_payload(lam, name, b"{}")) != "hot", "recycled after a second idle"
+    finally:
+        srv.stop()

@@ -21,12 +21,13 @@ use nimbus_control::{
 use nimbus_scheduler::Concurrency;
 pub use nimbus_scheduler::ConcurrencyLimits;
 pub use nimbus_worker::container::Capacity;
-use nimbus_worker::container::{ContainerPool, IDLE_RECYCLE};
+use nimbus_worker::container::ContainerPool;
 use nimbus_worker::logs::LogBook;
 use nimbus_worker::snapshot::{AliasRoute, LATEST};
 use nimbus_worker::{Code, FunctionSnapshot, Snapshots, WasmRuntime};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use auth::Credentials;
 pub use error::ApiError;
@@ -312,7 +313,8 @@ impl Platform {
         };
         let (pool, tenant, function) = (pool.clone(), tenant.to_string(), function.to_string());
         runtime.spawn(async move {
-            pool.recycle(IDLE_RECYCLE, Some((&tenant, &function))).await;
+            pool.recycle(pool.idle_recycle(), Some((&tenant, &function)))
+                .await;
         });
     }
 
@@ -388,11 +390,13 @@ fn open_containers(
         pool.refill();
         let weak = Arc::downgrade(&pool);
         runtime.spawn(async move {
-            let mut tick = tokio::time::interval(IDLE_RECYCLE / 10);
+            // A tenth of the idle time, so a sandbox goes at most 10% late.
+            let period = (capacity.idle_recycle / 10).max(Duration::from_millis(100));
+            let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
                 let Some(pool) = weak.upgrade() else { return };
-                pool.recycle(IDLE_RECYCLE, None).await;
+                pool.recycle(pool.idle_recycle(), None).await;
             }
         });
     }

@@ -52,6 +52,15 @@ pub struct UpArgs {
     #[arg(long, env = "NIMBUS_SANDBOXES_MAX", default_value_t = Capacity::DEFAULT.sandboxes,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
     pub sandboxes_max: usize,
+    /// Most memory, in MB, the function sandboxes' MemorySize may add up to
+    /// (default: three quarters of this machine's memory).
+    #[arg(long, env = "NIMBUS_SANDBOX_MEMORY_MB", default_value_t = default_sandbox_memory_mb(),
+          value_parser = clap::value_parser!(u64).range(128..))]
+    pub sandbox_memory_mb: u64,
+    /// Seconds a hot sandbox may stay idle before it is shut down.
+    #[arg(long, env = "NIMBUS_IDLE_RECYCLE_S", default_value_t = Capacity::DEFAULT.idle_recycle.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_recycle_s: u64,
     /// Invocations each account may run at once (Lambda's default: 1,000);
     /// reservations must leave 100 of them unreserved.
     #[arg(long, env = "NIMBUS_ACCOUNT_CONCURRENCY",
@@ -106,4 +115,17 @@ fn main() {
         eprintln!("nimbus: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// Three quarters of this machine's memory, in MB (from `/proc/meminfo`),
+/// or the built-in default where that cannot be read.
+fn default_sandbox_memory_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb / 1024 * 3 / 4)
+        })
+        .unwrap_or(Capacity::DEFAULT.memory_mb)
 }

@@ -9,6 +9,8 @@ use nimbus_api::{Capacity, ConcurrencyLimits, Platform, PlatformConfig};
 pub fn run(up: UpArgs) -> anyhow::Result<()> {
     let capacity = Capacity {
         sandboxes: up.sandboxes_max,
+        memory_mb: up.sandbox_memory_mb,
+        idle_recycle: std::time::Duration::from_secs(up.idle_recycle_s),
         warm: up.warm_sandboxes,
     };
     let concurrency = ConcurrencyLimits {

@@ -663,6 +663,11 @@ impl Sandbox {
         &self.init_log
     }
 
+    /// Its memory limit (the function's MemorySize), in MB.
+    pub fn memory_mb(&self) -> u32 {
+        self.memory_mb
+    }
+
     /// Whether the sandbox can take another invocation.
     pub fn is_alive(&self) -> bool {
         self.gone.is_none() && !self.in_flight && self.exited.borrow().is_none()

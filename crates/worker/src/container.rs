@@ -30,19 +30,23 @@ use nimbus_container::{
 use nimbus_control::Runtime;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Idle time after which a hot sandbox is shut down (Lambda keeps them
-/// minutes; so do we).
-pub const IDLE_RECYCLE: Duration = Duration::from_secs(10 * 60);
-/// How many sandboxes one host keeps.
+/// How many sandboxes one host keeps, and for how long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacity {
     /// Most function sandboxes (hot or busy) alive at once; a start on a
     /// full host evicts the longest-idle one.
     pub sandboxes: usize,
+    /// Most memory, in MB, the function sandboxes' limits (their functions'
+    /// MemorySize) may add up to; a start that does not fit evicts the
+    /// longest-idle sandboxes until it does.
+    pub memory_mb: u64,
+    /// Idle time after which a hot sandbox is shut down (Lambda keeps them
+    /// minutes; so do we).
+    pub idle_recycle: Duration,
     /// Warm sandboxes kept ready, on top of those. Each holds a sparse
     /// `/tmp` image, a few cgroups and a waiting process that shares the
     /// server's pages until it execs (copy-on-write).
@@ -53,6 +57,8 @@ impl Capacity {
     /// What `nimbus up` keeps unless told otherwise.
     pub const DEFAULT: Capacity = Capacity {
         sandboxes: 64,
+        memory_mb: 16 * 1024,
+        idle_recycle: Duration::from_secs(10 * 60),
         warm: 2,
     };
 }
@@ -115,12 +121,19 @@ struct Idle {
     since: Instant,
 }
 
+/// What the function sandboxes alive hold of the host.
+#[derive(Debug, Default)]
+struct Usage {
+    sandboxes: usize,
+    memory_mb: u64,
+}
+
 /// Why an invocation could not get a sandbox.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
-    /// Every sandbox slot is busy.
-    #[error("all {0} sandboxes of this host are busy")]
-    Capacity(usize),
+    /// The host's sandboxes or memory are all held by busy sandboxes.
+    #[error("every sandbox of this host is busy (it keeps at most {0} sandboxes and {1} MB)")]
+    Capacity(usize, u64),
     /// The function's own init failed: Lambda's error type and message, the
     /// init log, and the tier the start came from.
     #[error("{0}: {1}")]
@@ -185,8 +198,9 @@ pub struct ContainerPool {
     /// The `python3.<minor>` runtimes started since boot: those whose
     /// preloaded sandboxes the pool keeps.
     python_wanted: Mutex<HashSet<u8>>,
-    /// Function sandboxes alive: hot or busy (warm ones are not counted).
-    live: AtomicUsize,
+    /// What the function sandboxes alive (hot or busy; warm ones are not
+    /// counted) hold of the host.
+    usage: Mutex<Usage>,
     next_id: AtomicU64,
     /// Prefix of this pool's sandbox ids, different on every start, so a
     /// sandbox is never mistaken for one of a predecessor's.
@@ -221,7 +235,7 @@ impl ContainerPool {
             other_tmp_sizes: Mutex::default(),
             preloaded: Mutex::default(),
             python_wanted: Mutex::default(),
-            live: AtomicUsize::new(0),
+            usage: Mutex::default(),
             next_id: AtomicU64::new(1),
             boot: boot_prefix(),
         })
@@ -246,41 +260,76 @@ impl ContainerPool {
         sandbox
     }
 
-    /// Claims a slot for a new sandbox, evicting the longest-idle sandbox of
-    /// any function when the host is full.
-    fn claim_slot(&self) -> Result<(), ContainerError> {
-        if self.live.fetch_add(1, Ordering::AcqRel) < self.capacity.sandboxes {
-            return Ok(());
+    /// The longest-idle sandbox of any function, taken out of the pool.
+    fn take_longest_idle(&self) -> Option<(PoolKey, Idle)> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let oldest = idle
+            .iter()
+            .filter_map(|(k, list)| list.first().map(|i| (k.clone(), i.since)))
+            .min_by_key(|(_, since)| *since)
+            .map(|(k, _)| k)?;
+        let list = idle.get_mut(&oldest)?;
+        let victim = list.remove(0);
+        if list.is_empty() {
+            idle.remove(&oldest);
         }
-        let victim = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let oldest = idle
-                .iter()
-                .filter_map(|(k, list)| list.first().map(|i| (k.clone(), i.since)))
-                .min_by_key(|(_, since)| *since)
-                .map(|(k, _)| k);
-            oldest.and_then(|k| {
-                let list = idle.get_mut(&k)?;
-                let victim = list.remove(0);
-                if list.is_empty() {
-                    idle.remove(&k);
+        Some((oldest, victim))
+    }
+
+    /// Claims room for a new sandbox of `memory_mb`, evicting the
+    /// longest-idle sandboxes of any function until it fits. If even
+    /// evicting every idle one would not make room, none is evicted.
+    fn claim_slot(&self, memory_mb: u32) -> Result<(), ContainerError> {
+        let needed = u64::from(memory_mb);
+        let mut victims = Vec::new();
+        let fits = {
+            let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut sandboxes, mut memory) = (usage.sandboxes, usage.memory_mb);
+            let fits = loop {
+                if sandboxes < self.capacity.sandboxes && memory + needed <= self.capacity.memory_mb
+                {
+                    break true;
                 }
-                Some(victim.sandbox)
-            })
-        };
-        // Undo this start's count: a victim's slot becomes ours, so live
-        // stays counted once; without one the host is full.
-        self.live.fetch_sub(1, Ordering::AcqRel);
-        match victim {
-            Some(sandbox) => {
-                // Torn down beside the start, not before it: the victim is
-                // already out of the pool, and its teardown (kill, wait,
-                // unmount, remove) is no part of the new function's start.
-                tokio::spawn(sandbox.shutdown());
-                Ok(())
+                match self.take_longest_idle() {
+                    Some(victim) => {
+                        sandboxes -= 1;
+                        memory -= u64::from(victim.1.sandbox.memory_mb());
+                        victims.push(victim);
+                    }
+                    None => break false,
+                }
+            };
+            if fits {
+                usage.sandboxes = sandboxes + 1;
+                usage.memory_mb = memory + needed;
             }
-            None => Err(ContainerError::Capacity(self.capacity.sandboxes)),
+            fits
+        };
+        if !fits {
+            // Back where they were, oldest first, as if never touched.
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, entry) in victims.into_iter().rev() {
+                idle.entry(key).or_default().insert(0, entry);
+            }
+            return Err(ContainerError::Capacity(
+                self.capacity.sandboxes,
+                self.capacity.memory_mb,
+            ));
         }
+        for (_, victim) in victims {
+            // Torn down beside the start, not before it: the victim is
+            // already out of the pool, and its teardown (kill, wait,
+            // unmount, remove) is no part of the new function's start.
+            tokio::spawn(victim.sandbox.shutdown());
+        }
+        Ok(())
+    }
+
+    /// Gives back what a sandbox of `memory_mb` held.
+    fn release(&self, memory_mb: u32) {
+        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        usage.sandboxes -= 1;
+        usage.memory_mb -= u64::from(memory_mb);
     }
 
     /// Starts building warm sandboxes until the pool holds
@@ -429,6 +478,11 @@ impl ContainerPool {
         format!("{}{kind}{n}", self.boot)
     }
 
+    /// How long a hot sandbox may stay idle.
+    pub fn idle_recycle(&self) -> Duration {
+        self.capacity.idle_recycle
+    }
+
     /// Warm sandboxes ready now, of every `/tmp` size.
     pub fn warm_count(&self) -> usize {
         self.warm
@@ -447,12 +501,13 @@ impl ContainerPool {
         code_dir: &Path,
     ) -> Result<(Sandbox, Tier), ContainerError> {
         let mut config = self.sandbox_config(snapshot, code_dir);
-        self.claim_slot()?;
+        let memory_mb = config.memory_mb;
+        self.claim_slot(memory_mb)?;
         if let Some(preloaded) = self.take_preloaded(snapshot, &config) {
             return match preloaded.assign(&config).await {
                 Ok(sandbox) => Ok((sandbox, Tier::Warm)),
                 Err(e) => {
-                    self.live.fetch_sub(1, Ordering::AcqRel);
+                    self.release(memory_mb);
                     Err(Self::start_error(e, Tier::Warm))
                 }
             };
@@ -467,7 +522,7 @@ impl ContainerPool {
         match started {
             Ok(sandbox) => Ok((sandbox, tier)),
             Err(e) => {
-                self.live.fetch_sub(1, Ordering::AcqRel);
+                self.release(memory_mb);
                 Err(Self::start_error(e, tier))
             }
         }
@@ -610,7 +665,7 @@ impl ContainerPool {
                 since: Instant::now(),
             });
         } else {
-            self.live.fetch_sub(1, Ordering::AcqRel);
+            self.release(sandbox.memory_mb());
             sandbox.shutdown().await;
         }
         match result {
@@ -647,7 +702,7 @@ impl ContainerPool {
             doomed
         };
         for sandbox in doomed {
-            self.live.fetch_sub(1, Ordering::AcqRel);
+            self.release(sandbox.memory_mb());
             sandbox.shutdown().await;
         }
     }

@@ -219,7 +219,7 @@ async fn execute(
                     log.extend_from_slice(&init_log);
                     Ok((Err(error_body(&kind, &message)), log, Some(tier)))
                 }
-                Err(ContainerError::Capacity(_)) => Err(ApiError {
+                Err(ContainerError::Capacity(..)) => Err(ApiError {
                     retry_after_s: Some(1),
                     ..ApiError::new(
                         StatusCode::TOO_MANY_REQUESTS,
