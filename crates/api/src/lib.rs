@@ -128,6 +128,8 @@ impl Platform {
         for (tenant, name, reserved) in self.store.all_reserved_concurrency()? {
             self.concurrency.restore(&tenant, &name, reserved);
         }
+        // After the versions and aliases below are installed.
+        let provisioned = self.store.all_provisioned()?;
         for (tenant, record) in self.store.all()? {
             if let Err(e) = self.install(&tenant, record.clone()) {
                 tracing::error!(function = %record.config.name, error = %e.message, "cannot prepare stored function");
@@ -140,6 +142,11 @@ impl Platform {
         }
         for (tenant, name, alias) in self.store.all_aliases()? {
             self.install_alias(&tenant, &name, &alias);
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            for (tenant, config) in provisioned {
+                self.provision(&tenant, &config);
+            }
         }
         Ok(())
     }

@@ -7,7 +7,9 @@ use crate::Platform;
 use crate::auth::authenticate;
 use crate::error::ApiError;
 use crate::ops::functions::{read, update};
-use crate::ops::{account, aliases, concurrency, functions, invoke, logs, tags, versions};
+use crate::ops::{
+    account, aliases, concurrency, functions, invoke, logs, provisioned, tags, versions,
+};
 use axum::Router;
 use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -443,6 +445,10 @@ fn handler(operation: &str, filter: MethodFilter) -> MethodRouter<Arc<Platform>>
         "PutFunctionConcurrency" => on(filter, concurrency::put),
         "GetFunctionConcurrency" => on(filter, concurrency::get),
         "DeleteFunctionConcurrency" => on(filter, concurrency::delete),
+        "PutProvisionedConcurrencyConfig" => on(filter, provisioned::put),
+        "GetProvisionedConcurrencyConfig" => on(filter, provisioned::get),
+        "DeleteProvisionedConcurrencyConfig" => on(filter, provisioned::delete),
+        "ListProvisionedConcurrencyConfigs" => on(filter, provisioned::list),
         "GetFunctionLogs" => on(filter, logs::tail),
         other => {
             let name = other.to_string();

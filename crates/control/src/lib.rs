@@ -15,4 +15,4 @@ pub mod validate;
 
 pub use artifacts::ArtifactStore;
 pub use model::{AliasRecord, FunctionConfig, FunctionRecord, Runtime, VersionRecord};
-pub use store::{FunctionStore, SqliteStore, StoreError};
+pub use store::{FunctionStore, ProvisionedRecord, SqliteStore, StoreError};

@@ -119,6 +119,33 @@ type PoolKey = (String, String, String, u64);
 struct Idle {
     sandbox: Sandbox,
     since: Instant,
+    /// Kept for provisioned concurrency: never recycled or evicted.
+    pinned: bool,
+}
+
+/// Provisioned concurrency of one function version: sandboxes started
+/// ahead and kept (pinned) while it is configured.
+#[derive(Debug, Default)]
+struct Provision {
+    /// How many are wanted.
+    requested: usize,
+    /// How many pinned sandboxes are alive.
+    allocated: usize,
+    /// How many are being started.
+    starting: usize,
+    /// Why the last start failed, if it did.
+    failure: Option<String>,
+}
+
+/// What a provisioned-concurrency configuration has, as Lambda reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvisionStatus {
+    /// Instances wanted.
+    pub requested: usize,
+    /// Instances started and kept.
+    pub allocated: usize,
+    /// Why a start failed, if one did.
+    pub failure: Option<String>,
 }
 
 /// What the function sandboxes alive hold of the host.
@@ -186,6 +213,8 @@ pub struct ContainerPool {
     /// The host directory mounted at `/var/runtime` in python sandboxes.
     python_runtime_dir: PathBuf,
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    /// Provisioned concurrency, by function version.
+    provisioned: Mutex<HashMap<PoolKey, Provision>>,
     /// Warm sandboxes by `/tmp` size in MB: those ready to be claimed, and
     /// how many are being built.
     warm: Mutex<HashMap<u32, (Vec<WarmSandbox>, usize)>>,
@@ -232,6 +261,7 @@ impl ContainerPool {
             python_runtime_dir,
             idle: Mutex::default(),
             warm: Mutex::default(),
+            provisioned: Mutex::default(),
             other_tmp_sizes: Mutex::default(),
             preloaded: Mutex::default(),
             python_wanted: Mutex::default(),
@@ -250,26 +280,164 @@ impl ContainerPool {
         )
     }
 
-    fn take_idle(&self, key: &PoolKey) -> Option<Sandbox> {
+    /// A hot sandbox of `key`, and whether it is pinned.
+    fn take_idle(&self, key: &PoolKey) -> Option<(Sandbox, bool)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
-        let sandbox = list.pop().map(|i| i.sandbox);
+        let taken = list.pop().map(|i| (i.sandbox, i.pinned));
         if list.is_empty() {
             idle.remove(key);
         }
-        sandbox
+        taken
+    }
+
+    /// Keeps `requested` sandboxes of the snapshot's version started and
+    /// pinned (Lambda's provisioned concurrency): starts what is missing in
+    /// the background; beyond `requested`, pinned sandboxes become ordinary
+    /// idle ones. Needs a tokio runtime.
+    pub fn provision(
+        self: &Arc<Self>,
+        snapshot: Arc<FunctionSnapshot>,
+        code_dir: PathBuf,
+        requested: usize,
+    ) {
+        let key = Self::key(&snapshot);
+        let surplus = {
+            let mut provisioned = self.provisioned.lock().unwrap_or_else(|p| p.into_inner());
+            let p = provisioned.entry(key.clone()).or_default();
+            p.requested = requested;
+            p.failure = None;
+            p.allocated.saturating_sub(requested)
+        };
+        if surplus > 0 {
+            self.unpin(&key, surplus);
+        }
+        self.top_up(&key, &snapshot, &code_dir);
+    }
+
+    /// Stops keeping the sandboxes of the function's `version` (`None`:
+    /// of every version): they become ordinary idle ones, recycled in time.
+    pub fn deprovision(&self, tenant: &str, name: &str, version: Option<&str>) {
+        let keys: Vec<PoolKey> = {
+            let mut provisioned = self.provisioned.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<PoolKey> = provisioned
+                .keys()
+                .filter(|k| k.0 == tenant && k.1 == name && version.is_none_or(|v| k.2 == v))
+                .cloned()
+                .collect();
+            for key in &keys {
+                provisioned.remove(key);
+            }
+            keys
+        };
+        for key in keys {
+            self.unpin(&key, usize::MAX);
+        }
+    }
+
+    /// What the version's provisioned concurrency has, if it has one.
+    pub fn provision_status(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> Option<ProvisionStatus> {
+        let provisioned = self.provisioned.lock().unwrap_or_else(|p| p.into_inner());
+        provisioned
+            .iter()
+            .find(|(k, _)| k.0 == tenant && k.1 == name && k.2 == version)
+            .map(|(_, p)| ProvisionStatus {
+                requested: p.requested,
+                allocated: p.allocated.min(p.requested),
+                failure: p.failure.clone(),
+            })
+    }
+
+    /// Unpins up to `count` idle sandboxes of `key`.
+    fn unpin(&self, key: &PoolKey, count: usize) {
+        let mut unpinned = 0;
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            for entry in idle.get_mut(key).into_iter().flatten() {
+                if unpinned < count && entry.pinned {
+                    entry.pinned = false;
+                    entry.since = Instant::now();
+                    unpinned += 1;
+                }
+            }
+        }
+        let mut provisioned = self.provisioned.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = provisioned.get_mut(key) {
+            p.allocated = p.allocated.saturating_sub(unpinned);
+        }
+    }
+
+    /// Starts the sandboxes `key`'s provision is missing.
+    fn top_up(self: &Arc<Self>, key: &PoolKey, snapshot: &Arc<FunctionSnapshot>, code_dir: &Path) {
+        let missing = {
+            let mut provisioned = self.provisioned.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(p) = provisioned.get_mut(key) else {
+                return;
+            };
+            let missing = p.requested.saturating_sub(p.allocated + p.starting);
+            p.starting += missing;
+            missing
+        };
+        for _ in 0..missing {
+            let (pool, key, snapshot, code_dir) = (
+                self.clone(),
+                key.clone(),
+                snapshot.clone(),
+                code_dir.to_path_buf(),
+            );
+            tokio::spawn(async move {
+                let started = pool.start(&snapshot, &code_dir).await;
+                let mut provisioned = pool.provisioned.lock().unwrap_or_else(|p| p.into_inner());
+                let wanted = match provisioned.get_mut(&key) {
+                    Some(p) => {
+                        p.starting -= 1;
+                        match &started {
+                            Ok(_) if p.allocated < p.requested => {
+                                p.allocated += 1;
+                                true
+                            }
+                            Ok(_) => false,
+                            Err(e) => {
+                                p.failure = Some(e.to_string());
+                                false
+                            }
+                        }
+                    }
+                    None => false,
+                };
+                drop(provisioned);
+                if let Ok((sandbox, _)) = started {
+                    let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+                    idle.entry(key).or_default().push(Idle {
+                        sandbox,
+                        since: Instant::now(),
+                        pinned: wanted,
+                    });
+                }
+            });
+        }
     }
 
     /// The longest-idle sandbox of any function, taken out of the pool.
     fn take_longest_idle(&self) -> Option<(PoolKey, Idle)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let oldest = idle
+        let (oldest, at) = idle
             .iter()
-            .filter_map(|(k, list)| list.first().map(|i| (k.clone(), i.since)))
-            .min_by_key(|(_, since)| *since)
-            .map(|(k, _)| k)?;
+            .flat_map(|(k, list)| {
+                list.iter()
+                    .enumerate()
+                    .filter(|(_, i)| !i.pinned)
+                    .map(move |(at, i)| (k, at, i.since))
+            })
+            .min_by_key(|(_, _, since)| *since)
+            .map(|(k, at, _)| (k.clone(), at))?;
         let list = idle.get_mut(&oldest)?;
-        let victim = list.remove(0);
+        let victim = list.remove(at);
         if list.is_empty() {
             idle.remove(&oldest);
         }
@@ -309,7 +477,9 @@ impl ContainerPool {
             // Back where they were, oldest first, as if never touched.
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             for (key, entry) in victims.into_iter().rev() {
-                idle.entry(key).or_default().insert(0, entry);
+                let list = idle.entry(key).or_default();
+                let at = list.partition_point(|i| i.since <= entry.since);
+                list.insert(at, entry);
             }
             return Err(ContainerError::Capacity(
                 self.capacity.sandboxes,
@@ -631,13 +801,13 @@ impl ContainerPool {
     /// new one.
     pub async fn invoke(
         self: &Arc<Self>,
-        snapshot: &FunctionSnapshot,
+        snapshot: &Arc<FunctionSnapshot>,
         code_dir: &Path,
         request: InvokeRequest,
     ) -> Result<ContainerOutcome, ContainerError> {
         let key = Self::key(snapshot);
-        let (mut sandbox, init_duration, tier) = match self.take_idle(&key) {
-            Some(hot) => (hot, None, Tier::Hot),
+        let (mut sandbox, init_duration, tier, pinned) = match self.take_idle(&key) {
+            Some((hot, pinned)) => (hot, None, Tier::Hot, pinned),
             None => {
                 let (started, tier) = self.start(snapshot, code_dir).await?;
                 let init = started.init_duration();
@@ -653,20 +823,35 @@ impl ContainerPool {
                     init_us = init.as_micros() as u64,
                     "sandbox started"
                 );
-                (started, Some(init), tier)
+                (started, Some(init), tier, false)
             }
         };
         let result = sandbox.invoke(request).await;
         let reusable = matches!(&result, Ok(o) if !o.sandbox_lost) && sandbox.is_alive();
+        // A pinned sandbox stays pinned while its version is provisioned.
+        let pinned = pinned && self.provision_status(&key.0, &key.1, &key.2).is_some();
         if reusable {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             idle.entry(key).or_default().push(Idle {
                 sandbox,
                 since: Instant::now(),
+                pinned,
             });
         } else {
             self.release(sandbox.memory_mb());
             sandbox.shutdown().await;
+            if pinned {
+                // Provisioned concurrency replaces what it lost.
+                if let Some(p) = self
+                    .provisioned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&key)
+                {
+                    p.allocated = p.allocated.saturating_sub(1);
+                }
+                self.top_up(&key, snapshot, code_dir);
+            }
         }
         match result {
             Ok(outcome) => Ok(ContainerOutcome {
@@ -680,7 +865,7 @@ impl ContainerPool {
 
     /// Shuts down idle sandboxes that are older than `max_idle`, or that
     /// belong to `(tenant, function)` when `retire` names it (the function
-    /// changed or was deleted).
+    /// changed or was deleted); pinned ones (provisioned) stay.
     pub async fn recycle(&self, max_idle: Duration, retire: Option<(&str, &str)>) {
         let now = Instant::now();
         let doomed: Vec<Sandbox> = {
@@ -690,7 +875,7 @@ impl ContainerPool {
                 let retired = retire.is_some_and(|(t, f)| key.0 == t && key.1 == f);
                 let mut kept = Vec::new();
                 for entry in list.drain(..) {
-                    if retired || now.duration_since(entry.since) > max_idle {
+                    if !entry.pinned && (retired || now.duration_since(entry.since) > max_idle) {
                         doomed.push(entry.sandbox);
                     } else {
                         kept.push(entry);

@@ -158,7 +158,7 @@ type Executed = (Result<Bytes, Bytes>, Vec<u8>, Option<Tier>);
 async fn execute(
     platform: &Platform,
     caller: &Caller,
-    snapshot: &FunctionSnapshot,
+    snapshot: &Arc<FunctionSnapshot>,
     request_id: &str,
     payload: Bytes,
 ) -> Result<Executed, ApiError> {

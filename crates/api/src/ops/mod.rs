@@ -6,6 +6,7 @@ pub mod concurrency;
 pub mod functions;
 pub mod invoke;
 pub mod logs;
+pub mod provisioned;
 pub mod resolve;
 pub mod tags;
 pub mod versions;

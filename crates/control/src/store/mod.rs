@@ -188,4 +188,35 @@ pub trait FunctionStore: Send + Sync {
     /// Every reservation, as (tenant, function, reserved concurrency), for
     /// loading them at start-up.
     fn all_reserved_concurrency(&self) -> Result<Vec<(String, String, u32)>, StoreError>;
+
+    /// Sets the provisioned concurrency of a version or alias of a function;
+    /// fails with [`StoreError::NotFound`] if the function is absent.
+    /// Deleting the function deletes it.
+    fn put_provisioned(&self, tenant: &str, config: &ProvisionedRecord) -> Result<(), StoreError>;
+
+    /// Removes a provisioned-concurrency configuration; `false` if there was none.
+    fn delete_provisioned(
+        &self,
+        tenant: &str,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Every provisioned-concurrency configuration, as (tenant, record), by
+    /// function and qualifier.
+    fn all_provisioned(&self) -> Result<Vec<(String, ProvisionedRecord)>, StoreError>;
+}
+
+/// A provisioned-concurrency configuration: instances of one version (or
+/// alias) kept initialised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvisionedRecord {
+    /// The function's name.
+    pub function: String,
+    /// The version number or alias name.
+    pub qualifier: String,
+    /// `ProvisionedConcurrentExecutions`.
+    pub requested: u32,
+    /// When it was last set, as Lambda formats times.
+    pub last_modified: String,
 }

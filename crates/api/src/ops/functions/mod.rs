@@ -304,11 +304,20 @@ pub async fn delete(
                         worker.snapshots.remove_function(&tenant, &name);
                         worker.logs.remove(&tenant, &name);
                         // Its idle sandboxes can never serve again.
+                        if let Ok(pool) = &worker.containers {
+                            pool.deprovision(&tenant, &name, None);
+                        }
                         worker.retire_sandboxes(&tenant, &name);
                     }
-                    Some(n) => worker
-                        .snapshots
-                        .remove_version(&tenant, &name, &n.to_string()),
+                    Some(n) => {
+                        let version = n.to_string();
+                        worker.snapshots.remove_version(&tenant, &name, &version);
+                        // Its provisioned concurrency goes with it.
+                        worker.store.delete_provisioned(&tenant, &name, &version)?;
+                        if let Ok(pool) = &worker.containers {
+                            pool.deprovision(&tenant, &name, Some(&version));
+                        }
+                    }
                 }
                 Ok(true)
             }

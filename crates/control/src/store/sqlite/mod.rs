@@ -4,7 +4,7 @@
 mod aliases;
 mod versions;
 
-use super::{FunctionStore, StoreError};
+use super::{FunctionStore, ProvisionedRecord, StoreError};
 use crate::model::{AliasRecord, FunctionRecord, VersionRecord};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -54,6 +54,14 @@ impl SqliteStore {
                 name     TEXT    NOT NULL,
                 reserved INTEGER NOT NULL,
                 PRIMARY KEY (tenant, name)
+            );
+            CREATE TABLE IF NOT EXISTS provisioned (
+                tenant        TEXT    NOT NULL,
+                name          TEXT    NOT NULL,
+                qualifier     TEXT    NOT NULL,
+                requested     INTEGER NOT NULL,
+                last_modified TEXT    NOT NULL,
+                PRIMARY KEY (tenant, name, qualifier)
             );
             CREATE TABLE IF NOT EXISTS aliases (
                 tenant   TEXT    NOT NULL,
@@ -233,7 +241,7 @@ impl FunctionStore for SqliteStore {
         if removed == 0 {
             return Err(StoreError::NotFound(name.to_string()));
         }
-        for table in ["versions", "aliases", "concurrency"] {
+        for table in ["versions", "aliases", "concurrency", "provisioned"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE tenant = ?1 AND name = ?2"),
                 params![tenant, name],
@@ -365,6 +373,76 @@ impl FunctionStore for SqliteStore {
         tx.commit().map_err(engine)
     }
 
+    fn put_provisioned(&self, tenant: &str, config: &ProvisionedRecord) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(engine)?;
+        let exists: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM functions WHERE tenant = ?1 AND name = ?2)",
+                params![tenant, config.function],
+                |row| row.get(0),
+            )
+            .map_err(engine)?;
+        if !exists {
+            return Err(StoreError::NotFound(config.function.clone()));
+        }
+        tx.execute(
+            "INSERT INTO provisioned (tenant, name, qualifier, requested, last_modified)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (tenant, name, qualifier) DO UPDATE
+             SET requested = excluded.requested, last_modified = excluded.last_modified",
+            params![
+                tenant,
+                config.function,
+                config.qualifier,
+                config.requested,
+                config.last_modified
+            ],
+        )
+        .map_err(engine)?;
+        tx.commit().map_err(engine)
+    }
+
+    fn delete_provisioned(
+        &self,
+        tenant: &str,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<bool, StoreError> {
+        let removed = self
+            .conn()
+            .execute(
+                "DELETE FROM provisioned WHERE tenant = ?1 AND name = ?2 AND qualifier = ?3",
+                params![tenant, function, qualifier],
+            )
+            .map_err(engine)?;
+        Ok(removed > 0)
+    }
+
+    fn all_provisioned(&self) -> Result<Vec<(String, ProvisionedRecord)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare(
+                "SELECT tenant, name, qualifier, requested, last_modified FROM provisioned
+                 ORDER BY tenant, name, qualifier",
+            )
+            .map_err(engine)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    ProvisionedRecord {
+                        function: row.get(1)?,
+                        qualifier: row.get(2)?,
+                        requested: row.get(3)?,
+                        last_modified: row.get(4)?,
+                    },
+                ))
+            })
+            .map_err(engine)?;
+        rows.collect::<Result<_, _>>().map_err(engine)
+    }
+
     fn all_reserved_concurrency(&self) -> Result<Vec<(String, String, u32)>, StoreError> {
         let conn = self.conn();
         let mut statement = conn
@@ -460,6 +538,43 @@ mod tests {
         s.set_reserved_concurrency("t", "g", None).unwrap();
         s.delete("t", "f").unwrap();
         assert!(s.all_reserved_concurrency().unwrap().is_empty());
+    }
+
+    #[test]
+    fn provisioned_configurations_are_kept_per_qualifier_until_the_function_goes() {
+        let (_dir, s) = store();
+        s.create("t", &record("f", 1)).unwrap();
+        let config = |qualifier: &str, requested| ProvisionedRecord {
+            function: "f".into(),
+            qualifier: qualifier.into(),
+            requested,
+            last_modified: "then".into(),
+        };
+        assert!(matches!(
+            s.put_provisioned(
+                "t",
+                &ProvisionedRecord {
+                    function: "g".into(),
+                    ..config("1", 1)
+                }
+            ),
+            Err(StoreError::NotFound(_))
+        ));
+        s.put_provisioned("t", &config("1", 2)).unwrap();
+        s.put_provisioned("t", &config("live", 3)).unwrap();
+        s.put_provisioned("t", &config("1", 4)).unwrap();
+        let all = s.all_provisioned().unwrap();
+        assert_eq!(
+            all,
+            [
+                ("t".into(), config("1", 4)),
+                ("t".into(), config("live", 3))
+            ]
+        );
+        assert!(s.delete_provisioned("t", "f", "live").unwrap());
+        assert!(!s.delete_provisioned("t", "f", "live").unwrap());
+        s.delete("t", "f").unwrap();
+        assert!(s.all_provisioned().unwrap().is_empty());
     }
 
     #[test]
