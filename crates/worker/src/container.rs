@@ -28,6 +28,7 @@ use nimbus_container::{
     WarmSandbox,
 };
 use nimbus_control::Runtime;
+use nimbus_scheduler::FairShare;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -158,6 +159,10 @@ struct Usage {
 /// Why an invocation could not get a sandbox.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
+    /// The tenant holds its fair share of the host's busy sandboxes while
+    /// others need them, or every one is busy.
+    #[error("{0}")]
+    Shed(nimbus_scheduler::Shed),
     /// The host's sandboxes or memory are all held by busy sandboxes.
     #[error("every sandbox of this host is busy (it keeps at most {0} sandboxes and {1} MB)")]
     Capacity(usize, u64),
@@ -230,6 +235,9 @@ pub struct ContainerPool {
     /// What the function sandboxes alive (hot or busy; warm ones are not
     /// counted) hold of the host.
     usage: Mutex<Usage>,
+    /// Busy sandboxes by tenant, shared fairly: a flooding tenant is shed
+    /// before it can take the last slots from the others.
+    share: FairShare,
     next_id: AtomicU64,
     /// Prefix of this pool's sandbox ids, different on every start, so a
     /// sandbox is never mistaken for one of a predecessor's.
@@ -266,6 +274,10 @@ impl ContainerPool {
             preloaded: Mutex::default(),
             python_wanted: Mutex::default(),
             usage: Mutex::default(),
+            share: FairShare::new(
+                capacity.sandboxes,
+                FairShare::default_headroom(capacity.sandboxes),
+            ),
             next_id: AtomicU64::new(1),
             boot: boot_prefix(),
         })
@@ -800,6 +812,22 @@ impl ContainerPool {
     /// Runs one invocation on a hot sandbox of the snapshot's version, or a
     /// new one.
     pub async fn invoke(
+        self: &Arc<Self>,
+        snapshot: &Arc<FunctionSnapshot>,
+        code_dir: &Path,
+        request: InvokeRequest,
+    ) -> Result<ContainerOutcome, ContainerError> {
+        self.share
+            .acquire(&snapshot.tenant)
+            .map_err(ContainerError::Shed)?;
+        let result = self
+            .invoke_holding_a_share(snapshot, code_dir, request)
+            .await;
+        self.share.release(&snapshot.tenant);
+        result
+    }
+
+    async fn invoke_holding_a_share(
         self: &Arc<Self>,
         snapshot: &Arc<FunctionSnapshot>,
         code_dir: &Path,

@@ -219,14 +219,14 @@ async fn execute(
                     log.extend_from_slice(&init_log);
                     Ok((Err(error_body(&kind, &message)), log, Some(tier)))
                 }
-                Err(ContainerError::Capacity(..)) => Err(ApiError {
-                    retry_after_s: Some(1),
-                    ..ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "TooManyRequestsException",
-                        "Rate Exceeded: every sandbox of this host is busy",
-                    )
-                }),
+                Err(ContainerError::Capacity(..)) => Err(ApiError::throttled(
+                    "ConcurrentInvocationLimitExceeded",
+                    "Rate Exceeded: every sandbox of this host is busy",
+                )),
+                Err(ContainerError::Shed(shed)) => Err(ApiError::throttled(
+                    "ConcurrentInvocationLimitExceeded",
+                    format!("Rate Exceeded: {shed}"),
+                )),
                 Err(e) => Err(ApiError::internal(e)),
             }
         }
