@@ -90,6 +90,16 @@ def test_provisioned_concurrency_on_an_alias_and_after_a_restart(fresh, tmp_path
                                            ProvisionedConcurrentExecutions=1)
     assert wait_ready(lam, "aliased", "live")["Status"] == "READY"
     assert tier_of(invoke_payload(lam, "aliased:live", b"{}")) == "hot"
+    # The alias moves to a new version: its provisioned instances follow.
+    lam.update_function_configuration(FunctionName="aliased", Timeout=4)
+    lam.get_waiter("function_updated").wait(FunctionName="aliased")
+    second = lam.publish_version(FunctionName="aliased")["Version"]
+    lam.update_alias(FunctionName="aliased", Name="live", FunctionVersion=second)
+    assert wait_ready(lam, "aliased", "live")["Status"] == "READY"
+    assert tier_of(invoke_payload(lam, "aliased:live", b"{}")) == "hot"
+    time.sleep(2.5)
+    assert tier_of(invoke_payload(lam, f"aliased:{version}", b"{}")) != "hot", "the old version's are let go"
+    assert tier_of(invoke_payload(lam, "aliased:live", b"{}")) == "hot"
     srv.stop()
     lam = lambda_client(fresh(tmp_path / "data").url)
     ready = wait_ready(lam, "aliased", "live")
@@ -122,10 +132,32 @@ def test_bad_configurations_are_refused_as_lambda_refuses_them(lam, functions, g
         lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier=version,
                                                ProvisionedConcurrentExecutions=2)
     assert_client_error(e, "InvalidParameterValueException", 400)
+    # A reservation below what is provisioned is refused in turn.
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier=version,
+                                           ProvisionedConcurrentExecutions=1)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    assert_client_error(e, "InvalidParameterValueException", 400)
+    lam.delete_function_concurrency(FunctionName=name)
+    # Without one, it comes out of the unreserved pool, which keeps its 100.
+    unreserved = lam.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier=version,
+                                               ProvisionedConcurrentExecutions=unreserved - 99)
+    assert_client_error(e, "InvalidParameterValueException", 400)
     # A wasm instance is made from its compiled module per invocation: ready at once.
     put = lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier=version,
                                                  ProvisionedConcurrentExecutions=1)
     assert put["Status"] == "READY" and put["AllocatedProvisionedConcurrentExecutions"] == 1, put
+
+
+def test_a_container_function_cannot_pin_more_than_the_host_holds(lam, functions):
+    name = functions.create(bootstrap_zip(), handler="unused", Runtime="provided.al2023")["FunctionName"]
+    version = lam.publish_version(FunctionName=name)["Version"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier=version,
+                                               ProvisionedConcurrentExecutions=65)
+    assert "more than this host's 64 sandboxes" in assert_client_error(e, "InvalidParameterValueException", 400)
 
 
 def test_the_aws_cli_sets_and_reads_provisioned_concurrency(aws, lam, functions, guests, tmp_path):

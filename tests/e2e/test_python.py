@@ -159,7 +159,9 @@ def test_a_warm_sandbox_runs_the_runtime_before_its_function_exists(lam, python_
     first = json.loads(invoke_payload(lam, python_fn(), b"{}")["Body"])
     time.sleep(1.0)  # they are built in the background
     before_deploy = time.time()
-    name = python_fn(Environment={"Variables": {"GREETING": "handed over"}}, MemorySize=192)
+    library = Path("/usr/lib/x86_64-linux-gnu/libz.so.1").read_bytes()
+    name = python_fn(code=handler_zip({"lib/libnimbusprobe.so": library}),
+                     Environment={"Variables": {"GREETING": "handed over"}}, MemorySize=192)
     started = invoke_payload(lam, name, b'{"n":1}', LogType="Tail")
     assert started["ResponseMetadata"]["HTTPHeaders"]["x-nimbus-tier"] == "warm"
     body = json.loads(started["Body"])
@@ -176,6 +178,10 @@ def test_a_warm_sandbox_runs_the_runtime_before_its_function_exists(lam, python_
     assert body["hash_randomization"] == first["hash_randomization"] == 1
     out = json.loads(invoke_payload(lam, name, b'{"do":"write-task"}')["Body"])
     assert out["write"] in ("PermissionError", "OSError"), "the code mounted late is read-only too"
+    # The package's own native library, found by name in /var/task/lib,
+    # though the runtime started before that directory had anything in it.
+    out = json.loads(invoke_payload(lam, name, b'{"do":"dlopen","name":"libnimbusprobe.so"}')["Body"])
+    assert out == {"dlopen": "loaded"}, out
     # A variable the interpreter reads only when it starts gets an
     # interpreter of its own, started for it.
     own = python_fn(Environment={"Variables": {"PYTHONHASHSEED": "0"}})

@@ -13,11 +13,11 @@ mod ops;
 pub mod routes;
 pub mod shapes;
 
-use nimbus_control::Runtime;
 use nimbus_control::{
     AliasRecord, ArtifactStore, FunctionConfig, FunctionRecord, FunctionStore, SqliteStore,
     VersionRecord,
 };
+use nimbus_control::{ProvisionedRecord, Runtime};
 use nimbus_scheduler::Concurrency;
 pub use nimbus_scheduler::ConcurrencyLimits;
 pub use nimbus_worker::container::Capacity;
@@ -144,8 +144,17 @@ impl Platform {
             self.install_alias(&tenant, &name, &alias);
         }
         if tokio::runtime::Handle::try_current().is_ok() {
-            for (tenant, config) in provisioned {
-                self.provision(&tenant, &config);
+            let functions: std::collections::BTreeSet<(&str, &str)> = provisioned
+                .iter()
+                .map(|(tenant, c)| (tenant.as_str(), c.function.as_str()))
+                .collect();
+            for (tenant, function) in functions {
+                let own: Vec<ProvisionedRecord> = provisioned
+                    .iter()
+                    .filter(|(t, c)| t == tenant && c.function == function)
+                    .map(|(_, c)| c.clone())
+                    .collect();
+                self.apply_provisioned(tenant, function, &own);
             }
         }
         Ok(())

@@ -3,8 +3,9 @@
 //! [`crate::Preloaded`]).
 //!
 //! The sandbox's root was pivoted long ago, so no host path reaches it from
-//! inside; the mount is made from outside instead, with the mount API of
-//! Linux 5.2+:
+//! inside; the mount is made from outside instead, with the mount API
+//! (`mount_setattr` is Linux 5.12+; where it is missing the pool stops
+//! preloading):
 //!
 //! 1. `open_tree(OPEN_TREE_CLONE)` copies the code directory's mount into a
 //!    detached tree, in the host's mount namespace;

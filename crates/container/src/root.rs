@@ -170,8 +170,14 @@ pub(crate) fn root_ops(root: &Path, tmp_device: &Path) -> Result<Vec<MountOp>, S
     for dir in [
         "var",
         "var/task",
+        // Inside the empty mount point, for a runtime started before its
+        // code: the dynamic loader searches LD_LIBRARY_PATH's
+        // /var/task/lib when the runtime starts and remembers a missing
+        // directory for the life of the process, so it must exist then.
+        "var/task/lib",
         "var/runtime",
         "opt",
+        "opt/lib",
         "tmp",
         "proc",
         "dev",

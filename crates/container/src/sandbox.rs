@@ -469,6 +469,14 @@ impl Preloaded {
                 })?;
             }
             sandbox.memory_mb = config.memory_mb;
+            // Its pid names it only while it lives (the owner thread reaps
+            // it at once when it dies, and the number may be reused).
+            if let Some(status) = *sandbox.exited.borrow() {
+                return Err(StartError::RuntimeExited {
+                    status: status.to_string(),
+                    log: String::new(),
+                });
+            }
             let (pid, code_dir) = (sandbox.pid, config.code_dir.clone());
             tokio::task::spawn_blocking(move || crate::code_mount::mount_code(pid, &code_dir))
                 .await
@@ -513,6 +521,11 @@ impl Preloaded {
     /// Tears it down unassigned.
     pub async fn discard(self) {
         self.sandbox.shutdown().await;
+    }
+
+    /// Whether its runtime still runs.
+    pub fn is_alive(&self) -> bool {
+        self.sandbox.is_alive()
     }
 }
 

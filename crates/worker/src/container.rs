@@ -128,6 +128,9 @@ struct Idle {
 /// ahead and kept (pinned) while it is configured.
 #[derive(Debug, Default)]
 struct Provision {
+    /// Which provision this is: a start begun for an earlier one (since
+    /// removed and set again) must not count toward this one.
+    generation: u64,
     /// How many are wanted.
     requested: usize,
     /// How many pinned sandboxes are alive.
@@ -232,6 +235,9 @@ pub struct ContainerPool {
     /// The `python3.<minor>` runtimes started since boot: those whose
     /// preloaded sandboxes the pool keeps.
     python_wanted: Mutex<HashSet<u8>>,
+    /// Cleared when this host turns out unable to mount code into a
+    /// running sandbox (the mount API of Linux 5.12+): no more preloading.
+    preloading_works: std::sync::atomic::AtomicBool,
     /// What the function sandboxes alive (hot or busy; warm ones are not
     /// counted) hold of the host.
     usage: Mutex<Usage>,
@@ -273,6 +279,7 @@ impl ContainerPool {
             other_tmp_sizes: Mutex::default(),
             preloaded: Mutex::default(),
             python_wanted: Mutex::default(),
+            preloading_works: std::sync::atomic::AtomicBool::new(true),
             usage: Mutex::default(),
             share: FairShare::new(
                 capacity.sandboxes,
@@ -316,7 +323,10 @@ impl ContainerPool {
         let key = Self::key(&snapshot);
         let surplus = {
             let mut provisioned = self.provisioned.lock().unwrap_or_else(|p| p.into_inner());
-            let p = provisioned.entry(key.clone()).or_default();
+            let p = provisioned.entry(key.clone()).or_insert_with(|| Provision {
+                generation: self.next_id.fetch_add(1, Ordering::Relaxed),
+                ..Provision::default()
+            });
             p.requested = requested;
             p.failure = None;
             p.allocated.saturating_sub(requested)
@@ -345,6 +355,21 @@ impl ContainerPool {
         for key in keys {
             self.unpin(&key, usize::MAX);
         }
+    }
+
+    /// The versions of a function that have provisioned concurrency.
+    pub fn provisioned_versions(&self, tenant: &str, name: &str) -> Vec<String> {
+        let provisioned = self.provisioned.lock().unwrap_or_else(|p| p.into_inner());
+        provisioned
+            .keys()
+            .filter(|k| k.0 == tenant && k.1 == name)
+            .map(|k| k.2.clone())
+            .collect()
+    }
+
+    /// How many sandboxes and how much memory this host keeps.
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
     }
 
     /// What the version's provisioned concurrency has, if it has one.
@@ -386,14 +411,14 @@ impl ContainerPool {
 
     /// Starts the sandboxes `key`'s provision is missing.
     fn top_up(self: &Arc<Self>, key: &PoolKey, snapshot: &Arc<FunctionSnapshot>, code_dir: &Path) {
-        let missing = {
+        let (missing, generation) = {
             let mut provisioned = self.provisioned.lock().unwrap_or_else(|p| p.into_inner());
             let Some(p) = provisioned.get_mut(key) else {
                 return;
             };
             let missing = p.requested.saturating_sub(p.allocated + p.starting);
             p.starting += missing;
-            missing
+            (missing, p.generation)
         };
         for _ in 0..missing {
             let (pool, key, snapshot, code_dir) = (
@@ -404,9 +429,13 @@ impl ContainerPool {
             );
             tokio::spawn(async move {
                 let started = pool.start(&snapshot, &code_dir).await;
-                let mut provisioned = pool.provisioned.lock().unwrap_or_else(|p| p.into_inner());
-                let wanted = match provisioned.get_mut(&key) {
-                    Some(p) => {
+                let wanted = match pool
+                    .provisioned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&key)
+                {
+                    Some(p) if p.generation == generation => {
                         p.starting -= 1;
                         match &started {
                             Ok(_) if p.allocated < p.requested => {
@@ -420,16 +449,24 @@ impl ContainerPool {
                             }
                         }
                     }
-                    None => false,
+                    _ => false,
                 };
-                drop(provisioned);
-                if let Ok((sandbox, _)) = started {
-                    let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-                    idle.entry(key).or_default().push(Idle {
-                        sandbox,
-                        since: Instant::now(),
-                        pinned: wanted,
-                    });
+                match started {
+                    Ok((sandbox, _)) if wanted => {
+                        let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+                        idle.entry(key).or_default().push(Idle {
+                            sandbox,
+                            since: Instant::now(),
+                            pinned: true,
+                        });
+                    }
+                    // Its provision changed or went (the function may be
+                    // gone): nobody may be served by it.
+                    Ok((sandbox, _)) => {
+                        pool.release(sandbox.memory_mb());
+                        sandbox.shutdown().await;
+                    }
+                    Err(_) => {}
                 }
             });
         }
@@ -542,14 +579,16 @@ impl ContainerPool {
                         SandboxConfig::provided(id, pool.host.clone(), &pool.host.state_dir);
                     template.ephemeral_storage_mb = size;
                     let built = WarmSandbox::start(&template).await;
-                    let still_wanted = size == WARM_EPHEMERAL_STORAGE_MB
-                        || pool
-                            .other_tmp_sizes
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .contains(&size);
                     let unwanted = {
                         let mut warm = pool.warm.lock().unwrap_or_else(|p| p.into_inner());
+                        // Decided under the pool's lock, which `take_warm`
+                        // holds when it drops a size's sandboxes.
+                        let still_wanted = size == WARM_EPHEMERAL_STORAGE_MB
+                            || pool
+                                .other_tmp_sizes
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .contains(&size);
                         let (ready, building) = warm.entry(size).or_default();
                         *building -= 1;
                         match built {
@@ -686,13 +725,24 @@ impl ContainerPool {
         let memory_mb = config.memory_mb;
         self.claim_slot(memory_mb)?;
         if let Some(preloaded) = self.take_preloaded(snapshot, &config) {
-            return match preloaded.assign(&config).await {
-                Ok(sandbox) => Ok((sandbox, Tier::Warm)),
-                Err(e) => {
+            match preloaded.assign(&config).await {
+                Ok(sandbox) => return Ok((sandbox, Tier::Warm)),
+                Err(e) if e.function_error().is_some() => {
                     self.release(memory_mb);
-                    Err(Self::start_error(e, Tier::Warm))
+                    return Err(Self::start_error(e, Tier::Warm));
                 }
-            };
+                // The platform's failure, not the function's: start it
+                // another way, and stop preloading if this host cannot
+                // mount code into a running sandbox at all.
+                Err(e) => {
+                    tracing::warn!(error = %e, "a preloaded runtime could not take its function");
+                    if matches!(&e, StartError::Setup { source, .. }
+                        if source.kind() == std::io::ErrorKind::Unsupported)
+                    {
+                        self.preloading_works.store(false, Ordering::Release);
+                    }
+                }
+            }
         }
         let (started, tier) = match self.take_warm(config.ephemeral_storage_mb) {
             Some(warm) => (warm.claim(&config).await, Tier::Warm),
@@ -744,23 +794,39 @@ impl ContainerPool {
                 .environment
                 .keys()
                 .any(|k| read_at_interpreter_start(k));
-        if !usable {
+        if !usable || !self.preloading_works.load(Ordering::Acquire) {
             return None;
         }
-        let newly_wanted = self
-            .python_wanted
+        self.python_wanted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(minor);
-        let taken = self
-            .preloaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&minor)
-            .and_then(|(ready, _)| ready.pop());
-        if newly_wanted || taken.is_some() {
-            self.refill_preloaded();
-        }
+        let taken = {
+            let mut preloaded = self.preloaded.lock().unwrap_or_else(|p| p.into_inner());
+            let ready = preloaded.get_mut(&minor).map(|(ready, _)| ready);
+            // One whose runtime died while it waited is of no use.
+            let mut dead = Vec::new();
+            let mut taken = None;
+            if let Some(ready) = ready {
+                while let Some(candidate) = ready.pop() {
+                    if candidate.is_alive() {
+                        taken = Some(candidate);
+                        break;
+                    }
+                    dead.push(candidate);
+                }
+            }
+            if !dead.is_empty() {
+                tokio::spawn(async move {
+                    for sandbox in dead {
+                        sandbox.discard().await;
+                    }
+                });
+            }
+            taken
+        };
+        // Also after builds failed: the pool tops itself up on every start.
+        self.refill_preloaded();
         taken
     }
 
@@ -817,14 +883,23 @@ impl ContainerPool {
         code_dir: &Path,
         request: InvokeRequest,
     ) -> Result<ContainerOutcome, ContainerError> {
-        self.share
-            .acquire(&snapshot.tenant)
-            .map_err(ContainerError::Shed)?;
-        let result = self
-            .invoke_holding_a_share(snapshot, code_dir, request)
-            .await;
-        self.share.release(&snapshot.tenant);
-        result
+        // On a task of its own, so that a caller who goes away (its future
+        // dropped) leaves the invocation to finish and its sandbox, slot
+        // and share to be returned, as Lambda lets an invocation run on
+        // when its client disconnects.
+        let (pool, snapshot, code_dir) = (self.clone(), snapshot.clone(), code_dir.to_path_buf());
+        tokio::spawn(async move {
+            pool.share
+                .acquire(&snapshot.tenant)
+                .map_err(ContainerError::Shed)?;
+            let result = pool
+                .invoke_holding_a_share(&snapshot, &code_dir, request)
+                .await;
+            pool.share.release(&snapshot.tenant);
+            result
+        })
+        .await
+        .map_err(|e| ContainerError::Invoke(format!("the invocation's task failed: {e}")))?
     }
 
     async fn invoke_holding_a_share(
@@ -856,8 +931,19 @@ impl ContainerPool {
         };
         let result = sandbox.invoke(request).await;
         let reusable = matches!(&result, Ok(o) if !o.sandbox_lost) && sandbox.is_alive();
-        // A pinned sandbox stays pinned while its version is provisioned.
-        let pinned = pinned && self.provision_status(&key.0, &key.1, &key.2).is_some();
+        // A pinned sandbox stays pinned while its version is provisioned,
+        // and no more of them than it asks for.
+        let pinned = pinned && {
+            let mut provisioned = self.provisioned.lock().unwrap_or_else(|p| p.into_inner());
+            match provisioned.get_mut(&key) {
+                Some(p) if p.allocated > p.requested => {
+                    p.allocated -= 1;
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            }
+        };
         if reusable {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             idle.entry(key).or_default().push(Idle {

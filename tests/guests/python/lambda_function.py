@@ -33,6 +33,15 @@ def lambda_handler(event, context):
             return {"write": "allowed"}
         except OSError as e:
             return {"write": type(e).__name__}
+    if action == "dlopen":
+        # A library the package brings in lib/, found by name through
+        # LD_LIBRARY_PATH as on Lambda.
+        import ctypes
+        try:
+            ctypes.CDLL(event["name"])
+            return {"dlopen": "loaded"}
+        except OSError as e:
+            return {"dlopen": str(e)}
     if action == "tmp":
         path = "/tmp/counter"
         count = int(open(path).read()) + 1 if os.path.exists(path) else 1

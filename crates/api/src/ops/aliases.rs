@@ -259,6 +259,8 @@ pub async fn update(
         Ok(next)
     })
     .await?;
+    // Provisioned concurrency on the alias follows it to its new version.
+    platform.reprovision(&caller.account_id, &function).await?;
     Ok(axum::Json(alias_configuration(
         &function,
         &alias,
@@ -286,12 +288,15 @@ pub async fn delete(
             // Deleting an absent alias succeeds, as Lambda's does.
             Ok(()) | Err(StoreError::AliasNotFound(_)) => {
                 worker.snapshots.remove_alias(tenant, &f, &a);
+                // Its provisioned concurrency goes with it.
+                worker.store.delete_provisioned(tenant, &f, &a)?;
                 Ok(())
             }
             Err(e) => Err(store_error(&worker, &who, &f, &a, e)),
         }
     })
     .await?;
+    platform.reprovision(&caller.account_id, &function).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -95,6 +95,18 @@ pub async fn put(
             )
         })?,
     };
+    let provisioned: u64 = platform
+        .provisioned_of(&caller.account_id, &name)
+        .await?
+        .iter()
+        .map(|c| u64::from(c.requested))
+        .sum();
+    if u64::from(reserved) < provisioned {
+        return Err(ApiError::invalid_parameter(format!(
+            "ReservedConcurrentExecutions ({reserved}) must not be less than the function's \
+             provisioned concurrency ({provisioned})"
+        )));
+    }
     reserve(&platform, &caller, name, Some(reserved)).await?;
     Ok(axum::Json(json!({ "ReservedConcurrentExecutions": reserved })).into_response())
 }

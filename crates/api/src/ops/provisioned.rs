@@ -77,20 +77,52 @@ impl Platform {
         }
     }
 
-    /// Starts keeping the configuration's instances (at start-up, and when
-    /// it is set).
-    pub(crate) fn provision(&self, tenant: &str, config: &ProvisionedRecord) {
-        let Some(version) = self.provisioned_version(tenant, &config.function, &config.qualifier)
-        else {
+    /// Makes the pool keep what a function's configurations ask for: per
+    /// version, the sum of the configurations that name it (directly or
+    /// through an alias); versions no configuration names any more are let
+    /// go. At start-up, and after every change of a configuration or of an
+    /// alias.
+    pub(crate) fn apply_provisioned(
+        &self,
+        tenant: &str,
+        function: &str,
+        configs: &[ProvisionedRecord],
+    ) {
+        let Ok(pool) = &self.containers else {
             return;
         };
-        let Some(snapshot) = self.snapshots.get(tenant, &config.function, &version) else {
-            return;
-        };
-        if let (Code::Process(dir), Ok(pool)) = (&snapshot.code, &self.containers) {
-            let dir = dir.clone();
-            pool.provision(snapshot, dir, config.requested as usize);
+        let mut wanted: HashMap<String, usize> = HashMap::new();
+        for config in configs.iter().filter(|c| c.function == function) {
+            if let Some(version) = self.provisioned_version(tenant, function, &config.qualifier) {
+                *wanted.entry(version).or_default() += config.requested as usize;
+            }
         }
+        for version in pool.provisioned_versions(tenant, function) {
+            if !wanted.contains_key(&version) {
+                pool.deprovision(tenant, function, Some(&version));
+            }
+        }
+        for (version, requested) in wanted {
+            let Some(snapshot) = self.snapshots.get(tenant, function, &version) else {
+                continue;
+            };
+            if let Code::Process(dir) = &snapshot.code {
+                let dir = dir.clone();
+                pool.provision(snapshot, dir, requested);
+            }
+        }
+    }
+
+    /// [`Platform::apply_provisioned`] with the function's configurations
+    /// read from the store.
+    pub(crate) async fn reprovision(
+        self: &Arc<Self>,
+        tenant: &str,
+        function: &str,
+    ) -> Result<(), ApiError> {
+        let configs = self.provisioned_of(tenant, function).await?;
+        self.apply_provisioned(tenant, function, &configs);
+        Ok(())
     }
 
     /// The configuration as Lambda shows it: counts, status and reason.
@@ -101,9 +133,10 @@ impl Platform {
             .as_deref()
             .and_then(|v| self.snapshots.get(tenant, &config.function, v));
         let (allocated, failure) = match (&snapshot, &self.containers) {
+            // A version's sandboxes serve every configuration that names it.
             (Some(s), Ok(pool)) if matches!(s.code, Code::Process(_)) => {
                 match pool.provision_status(tenant, &config.function, &s.version) {
-                    Some(status) => (status.allocated, status.failure),
+                    Some(status) => (status.allocated.min(requested), status.failure),
                     None => (0, None),
                 }
             }
@@ -129,7 +162,7 @@ impl Platform {
     }
 
     /// Every configuration of one function.
-    async fn provisioned_of(
+    pub(crate) async fn provisioned_of(
         self: &Arc<Self>,
         tenant: &str,
         function: &str,
@@ -184,19 +217,50 @@ pub async fn put(
     {
         return Err(platform.function_not_found(&caller, &named));
     }
-    // With a reservation, provisioned instances come out of it.
-    if let Some(reserved) = platform.concurrency.reserved(&tenant, &function) {
-        let others: u64 = platform
-            .provisioned_of(&tenant, &function)
-            .await?
-            .iter()
-            .filter(|r| r.qualifier != qualifier)
-            .map(|r| u64::from(r.requested))
-            .sum();
-        if others + u64::from(requested) > u64::from(reserved) {
+    // Provisioned instances come out of the function's reservation, or
+    // out of the account's unreserved concurrency, leaving its minimum;
+    // a container function's must also fit the host.
+    let others: u64 = platform
+        .provisioned_of(&tenant, &function)
+        .await?
+        .iter()
+        .filter(|r| r.qualifier != qualifier)
+        .map(|r| u64::from(r.requested))
+        .sum();
+    let total = others + u64::from(requested);
+    match platform.concurrency.reserved(&tenant, &function) {
+        Some(reserved) if total > u64::from(reserved) => {
             return Err(ApiError::invalid_parameter(format!(
                 "Requested Provisioned Concurrency should not be greater than the \
                  reservedConcurrentExecution for function ({reserved})"
+            )));
+        }
+        Some(_) => {}
+        None => {
+            let limits = platform.concurrency.limits();
+            let available = platform
+                .concurrency
+                .unreserved(&tenant)
+                .saturating_sub(limits.unreserved_min);
+            if total > u64::from(available) {
+                return Err(ApiError::invalid_parameter(format!(
+                    "Specified ConcurrentExecutions for function is greater than account's \
+                     unreserved concurrency less its minimum of [{}]: at most {available}",
+                    limits.unreserved_min
+                )));
+            }
+        }
+    }
+    let is_process = platform
+        .provisioned_version(&tenant, &function, &qualifier)
+        .and_then(|v| platform.snapshots.get(&tenant, &function, &v))
+        .is_some_and(|s| matches!(s.code, Code::Process(_)));
+    if let (true, Ok(pool)) = (is_process, &platform.containers) {
+        let host = pool.capacity().sandboxes as u64;
+        if total > host {
+            return Err(ApiError::invalid_parameter(format!(
+                "Requested Provisioned Concurrency ({total} for the function) is more than this \
+                 host's {host} sandboxes"
             )));
         }
     }
@@ -212,7 +276,7 @@ pub async fn put(
         other => Ok(other?),
     })
     .await?;
-    platform.provision(&tenant, &config);
+    platform.reprovision(&tenant, &config.function).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(platform.provisioned_view(&tenant, &config)),
@@ -250,7 +314,6 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let (function, qualifier) = target(&label, &query)?;
     let tenant = caller.account_id.clone();
-    let version = platform.provisioned_version(&tenant, &function, &qualifier);
     let (worker, owner, name, q) = (
         platform.clone(),
         tenant.clone(),
@@ -261,9 +324,7 @@ pub async fn delete(
     if !removed {
         return Err(not_found_config());
     }
-    if let (Some(version), Ok(pool)) = (version, &platform.containers) {
-        pool.deprovision(&tenant, &function, Some(&version));
-    }
+    platform.reprovision(&tenant, &function).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
