@@ -18,8 +18,8 @@ use nimbus_control::{
     VersionRecord,
 };
 use nimbus_control::{ProvisionedRecord, Runtime};
-use nimbus_scheduler::Concurrency;
 pub use nimbus_scheduler::ConcurrencyLimits;
+use nimbus_scheduler::{Concurrency, Placement};
 pub use nimbus_worker::container::Capacity;
 use nimbus_worker::container::ContainerPool;
 use nimbus_worker::logs::LogBook;
@@ -80,6 +80,8 @@ pub struct Platform {
     region: String,
     /// Admission by concurrency: account limits and reservations.
     concurrency: Concurrency,
+    /// Which worker runs an invocation (one, this process's, today).
+    placement: Placement,
     /// The container executor, or why this host cannot run containers
     /// (process runtimes are then refused at deploy with that reason).
     containers: Result<Arc<ContainerPool>, String>,
@@ -112,6 +114,7 @@ impl Platform {
             keys: auth::Keys::new(config.root),
             region: config.region,
             concurrency: Concurrency::new(config.concurrency),
+            placement: Placement::new(PLACEMENT_SHARDS, 1, boot_seed()),
             containers,
             code_dir: dir.join("code"),
             _lock: lock,
@@ -417,4 +420,14 @@ fn open_containers(
         });
     }
     Ok(pool)
+}
+
+/// Shards of the placement state (functions are spread over them by hash).
+const PLACEMENT_SHARDS: u32 = 64;
+
+/// A seed for the placement's choices, different on every start.
+fn boot_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -18,6 +18,7 @@ mod containers;
 mod guest;
 mod hello;
 mod http;
+mod placement;
 mod process;
 mod report;
 mod sandbox;
@@ -80,6 +81,13 @@ enum Command {
     /// invokes of a provided.al2023 function built with `lambda_runtime`
     /// and of a python3.x handler.
     Containers(ContainerArgs),
+    /// Measure placement decisions per second on one core (the call every
+    /// Invoke makes), in process.
+    Placement {
+        /// Decisions per series.
+        #[arg(long, default_value_t = 5_000_000)]
+        decisions: u64,
+    },
 }
 
 /// What the container run measures.
@@ -147,6 +155,7 @@ fn main() {
     let result = match cli.command {
         Some(Command::Hello { listen }) => hello::serve(&listen),
         Some(Command::Containers(args)) => run_containers(args),
+        Some(Command::Placement { decisions }) => run_placement(decisions),
         None => run(cli.run),
     };
     if let Err(e) = result {
@@ -295,4 +304,30 @@ fn nimbus_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+/// Placement decisions per second, printed as a markdown table.
+fn run_placement(decisions: u64) -> anyhow::Result<()> {
+    let machine = report::Machine::here();
+    let series = placement::measure(decisions);
+    println!("## nimbus-bench placement\n");
+    println!("- machine: {}", machine.describe());
+    println!("- one thread; warm routing (every function placed once before the clock starts)\n");
+    println!("| placing | decisions | per second | target ≥ 1,000,000 |");
+    println!("|---|---:|---:|---|");
+    for s in &series {
+        let rate = s.per_second();
+        println!(
+            "| {} | {} | {:.0} | {} |",
+            s.label,
+            s.decisions,
+            rate,
+            if rate >= 1_000_000.0 {
+                "met"
+            } else {
+                "**missed**"
+            }
+        );
+    }
+    Ok(())
 }

@@ -52,6 +52,14 @@ impl Machine {
             load_average: load_average(),
         }
     }
+
+    /// One line: CPU, cores, kernel, load average.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}, {} cores, Linux {}, load average {}",
+            self.cpu, self.cores, self.kernel, self.load_average
+        )
+    }
 }
 
 fn read_trimmed(path: &str) -> String {

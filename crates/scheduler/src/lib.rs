@@ -3,14 +3,16 @@
 //! Today it holds admission by concurrency, as Lambda has it
 //! ([`concurrency`]): an account limit per tenant, reserved concurrency per
 //! function, and the throttling reasons a caller is told; and the fair
-//! sharing of a host's instance slots among tenants ([`fair`]). Placement
-//! and pre-warming come here too; the instance pools they steer live with
+//! sharing of a host's instance slots among tenants ([`fair`]); and
+//! placement on workers ([`placement`]). Pre-warming comes here too; the instance pools they steer live with
 //! the executors (`nimbus-worker`).
 
 #![deny(missing_docs)]
 
 pub mod concurrency;
 pub mod fair;
+pub mod placement;
 
 pub use concurrency::{Concurrency, ConcurrencyLimits, Permit, ReserveError, Throttle};
 pub use fair::{FairShare, Shed};
+pub use placement::{Placed, Placement, WorkerId};

@@ -96,7 +96,10 @@ pub async fn invoke(
             "Could not parse request body into json: the payload is not valid JSON",
         ));
     }
-    // Held until the invocation is done: the function's concurrency.
+    // Held until the invocation is done: its worker's load, and the
+    // function's concurrency.
+    let placed = platform.placement.place(&caller.account_id, &snapshot.name);
+    debug_assert_eq!(placed.worker, 0, "one worker, this process's");
     let _running = platform
         .concurrency
         .admit(&caller.account_id, &snapshot.name)

@@ -308,6 +308,7 @@ pub async fn delete(
                             pool.deprovision(&tenant, &name, None);
                         }
                         worker.retire_sandboxes(&tenant, &name);
+                        worker.placement.forget(&tenant, &name);
                     }
                     Some(n) => {
                         let version = n.to_string();
