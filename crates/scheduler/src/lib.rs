@@ -12,6 +12,7 @@
 pub mod concurrency;
 pub mod fair;
 pub mod placement;
+pub mod prewarm;
 
 pub use concurrency::{Concurrency, ConcurrencyLimits, Permit, ReserveError, Throttle};
 pub use fair::{FairShare, Shed};
