@@ -134,3 +134,37 @@ def test_idle_sandboxes_are_recycled_after_the_idle_time(tmp_path):
         assert tier_of(invoke_payload(lam, name, b"{}")) != "hot", "recycled after a second idle"
     finally:
         srv.stop()
+
+
+def test_a_forecast_keeps_sandboxes_ready_for_a_busy_function(tmp_path):
+    # Idle sandboxes go after a second, unless a function's forecast (its
+    # recent arrivals times their duration) wants them kept; pre-warming
+    # runs every second.
+    srv = host(tmp_path, "--idle-recycle-s", "1", "--prewarm-interval-s", "1")
+    try:
+        lam = lambda_client(srv.url)
+        busy, quiet = deploy(lam, "busy"), deploy(lam, "quiet")
+        invoke_payload(lam, quiet, b"{}")
+        for _ in range(8):
+            callers = [threading.Thread(target=invoke_payload,
+                                        args=(lambda_client(srv.url), busy, sleep_event(0.5)))
+                       for _ in range(3)]
+            for t in callers:
+                t.start()
+            for t in callers:
+                t.join()
+        time.sleep(3)
+        tiers: list[str] = []
+
+        def call() -> None:
+            tiers.append(tier_of(invoke_payload(lambda_client(srv.url), busy, sleep_event(0.5))))
+
+        callers = [threading.Thread(target=call) for _ in range(2)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join()
+        assert tiers == ["hot", "hot"], f"kept for the forecast past the idle time: {tiers}"
+        assert tier_of(invoke_payload(lam, quiet, b"{}")) != "hot", "a function called once is not"
+    finally:
+        srv.stop()

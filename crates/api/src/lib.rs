@@ -418,6 +418,17 @@ fn open_containers(
                 pool.recycle(pool.idle_recycle(), None).await;
             }
         });
+        if !capacity.prewarm_every.is_zero() {
+            let weak = Arc::downgrade(&pool);
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(capacity.prewarm_every);
+                loop {
+                    tick.tick().await;
+                    let Some(pool) = weak.upgrade() else { return };
+                    pool.prewarm_tick();
+                }
+            });
+        }
     }
     Ok(pool)
 }

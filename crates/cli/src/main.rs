@@ -61,6 +61,12 @@ pub struct UpArgs {
     #[arg(long, env = "NIMBUS_IDLE_RECYCLE_S", default_value_t = Capacity::DEFAULT.idle_recycle.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_recycle_s: u64,
+    /// Seconds between two pre-warming passes, which start the sandboxes
+    /// each function's forecast asks for (0: no pre-warming).
+    #[arg(long, env = "NIMBUS_PREWARM_INTERVAL_S",
+          default_value_t = Capacity::DEFAULT.prewarm_every.as_secs(),
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub prewarm_interval_s: u64,
     /// Invocations each account may run at once (Lambda's default: 1,000);
     /// reservations must leave 100 of them unreserved.
     #[arg(long, env = "NIMBUS_ACCOUNT_CONCURRENCY",

@@ -11,6 +11,7 @@ pub fn run(up: UpArgs) -> anyhow::Result<()> {
         sandboxes: up.sandboxes_max,
         memory_mb: up.sandbox_memory_mb,
         idle_recycle: std::time::Duration::from_secs(up.idle_recycle_s),
+        prewarm_every: std::time::Duration::from_secs(up.prewarm_interval_s),
         warm: up.warm_sandboxes,
     };
     let concurrency = ConcurrencyLimits {

@@ -6,10 +6,12 @@
 //! the exponentially smoothed recent rate, or — when larger — the rate at
 //! the same time of day yesterday or a week ago (the seasonality that
 //! makes a daily peak predictable). Expected concurrency is rate × mean
-//! duration; the target is that times (1 + margin) — 0.2, or 0.5 for a
-//! spiky function (per-minute counts with a coefficient of variation over
-//! [`SPIKY_CV`] in the last hour) — plus a Poisson allowance of
-//! [`POISSON_SIGMAS`] standard deviations. The pool pre-warms up to the
+//! duration; the target is the number of instances that Poisson arrivals
+//! at that concurrency times (1 + margin) — 0.2, or 0.5 for a spiky
+//! function (per-minute counts with a coefficient of variation over
+//! [`SPIKY_CV`] in the last hour) — exceed only with probability
+//! [`POISSON_TAIL`]: a function invoked now and then wants none kept, a
+//! busy one a few above its mean. The pool pre-warms up to the
 //! target and lets idle instances above it go only after
 //! [`SCALE_DOWN_AFTER_S`] (hysteresis). Time is whatever the caller says
 //! it is: the tests replay a week in a second.
@@ -29,8 +31,8 @@ pub const MARGIN_SPIKY: f64 = 0.5;
 /// Coefficient of variation of per-minute arrivals (last hour) above which
 /// a function is spiky.
 pub const SPIKY_CV: f64 = 0.5;
-/// Standard deviations of Poisson noise the target allows for.
-pub const POISSON_SIGMAS: f64 = 3.0;
+/// The chance the target may leave an arrival without a ready instance.
+pub const POISSON_TAIL: f64 = 0.001;
 /// Seconds an idle instance above the target stays before it goes.
 pub const SCALE_DOWN_AFTER_S: u64 = 120;
 
@@ -149,8 +151,25 @@ impl Forecast {
             return 0;
         }
         let margin = if self.spiky() { MARGIN_SPIKY } else { MARGIN };
-        (expected * (1.0 + margin) + POISSON_SIGMAS * expected.sqrt()).ceil() as usize
+        poisson_quantile(expected * (1.0 + margin), 1.0 - POISSON_TAIL)
     }
+}
+
+/// The least `k` with P(N ≤ k) ≥ `p` for N ~ Poisson(`mean`); past a mean
+/// of 100, the normal approximation.
+fn poisson_quantile(mean: f64, p: f64) -> usize {
+    if mean > 100.0 {
+        // z for p = 0.999 is 3.09.
+        return (mean + 3.09 * mean.sqrt()).ceil() as usize;
+    }
+    let (mut k, mut pmf) = (0usize, (-mean).exp());
+    let mut cdf = pmf;
+    while cdf < p {
+        k += 1;
+        pmf *= mean / k as f64;
+        cdf += pmf;
+    }
+    k
 }
 
 #[cfg(test)]
@@ -376,6 +395,14 @@ mod tests {
             ahead > 3 * before,
             "{before} at 11:50, {ahead} two minutes before the peak"
         );
+    }
+
+    #[test]
+    fn poisson_quantiles_are_right() {
+        assert_eq!(poisson_quantile(0.0002, 0.999), 0);
+        assert_eq!(poisson_quantile(1.0, 0.999), 5);
+        assert_eq!(poisson_quantile(10.0, 0.999), 21);
+        assert_eq!(poisson_quantile(400.0, 0.999), 462);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use nimbus_container::{
 };
 use nimbus_control::Runtime;
 use nimbus_scheduler::FairShare;
+use nimbus_scheduler::prewarm::Forecast;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,8 +47,11 @@ pub struct Capacity {
     /// longest-idle sandboxes until it does.
     pub memory_mb: u64,
     /// Idle time after which a hot sandbox is shut down (Lambda keeps them
-    /// minutes; so do we).
+    /// minutes; so do we), unless its function's forecast wants it kept.
     pub idle_recycle: Duration,
+    /// How often pre-warming brings the pool up to the forecasts
+    /// (`Duration::ZERO`: never).
+    pub prewarm_every: Duration,
     /// Warm sandboxes kept ready, on top of those. Each holds a sparse
     /// `/tmp` image, a few cgroups and a waiting process that shares the
     /// server's pages until it execs (copy-on-write).
@@ -60,6 +64,7 @@ impl Capacity {
         sandboxes: 64,
         memory_mb: 16 * 1024,
         idle_recycle: Duration::from_secs(10 * 60),
+        prewarm_every: Duration::from_secs(10),
         warm: 2,
     };
 }
@@ -140,6 +145,24 @@ struct Provision {
     /// Why the last start failed, if it did.
     failure: Option<String>,
 }
+
+/// Pre-warming of one function version: its forecast, and what the pool
+/// holds of it beyond the idle list.
+struct Prewarm {
+    forecast: Forecast,
+    snapshot: Arc<FunctionSnapshot>,
+    code_dir: PathBuf,
+    /// The forecast's last target: idle sandboxes up to it are kept from
+    /// idle recycling.
+    target: usize,
+    /// Sandboxes busy now.
+    busy: usize,
+    /// Sandboxes being started for the target.
+    starting: usize,
+}
+
+/// Most sandboxes one pre-warming tick starts for one function.
+const PREWARM_STARTS_PER_TICK: usize = 4;
 
 /// What a provisioned-concurrency configuration has, as Lambda reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,6 +246,8 @@ pub struct ContainerPool {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
     /// Provisioned concurrency, by function version.
     provisioned: Mutex<HashMap<PoolKey, Provision>>,
+    /// Forecasts of every version invoked, and their pre-warming.
+    prewarm: Mutex<HashMap<PoolKey, Prewarm>>,
     /// Warm sandboxes by `/tmp` size in MB: those ready to be claimed, and
     /// how many are being built.
     warm: Mutex<HashMap<u32, (Vec<WarmSandbox>, usize)>>,
@@ -276,6 +301,7 @@ impl ContainerPool {
             idle: Mutex::default(),
             warm: Mutex::default(),
             provisioned: Mutex::default(),
+            prewarm: Mutex::default(),
             other_tmp_sizes: Mutex::default(),
             preloaded: Mutex::default(),
             python_wanted: Mutex::default(),
@@ -909,6 +935,46 @@ impl ContainerPool {
         request: InvokeRequest,
     ) -> Result<ContainerOutcome, ContainerError> {
         let key = Self::key(snapshot);
+        {
+            let mut prewarm = self.prewarm.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = prewarm.entry(key.clone()).or_insert_with(|| Prewarm {
+                forecast: Forecast::new(),
+                snapshot: snapshot.clone(),
+                code_dir: code_dir.to_path_buf(),
+                target: 0,
+                busy: 0,
+                starting: 0,
+            });
+            entry.forecast.arrival(unix_seconds());
+            entry.busy += 1;
+        }
+        let result = self
+            .invoke_on_a_sandbox(&key, snapshot, code_dir, request)
+            .await;
+        if let Some(entry) = self
+            .prewarm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&key)
+        {
+            entry.busy = entry.busy.saturating_sub(1);
+            // The function's own running time: a start is not what the
+            // forecast's instances will spend.
+            if let Ok(done) = &result {
+                entry.forecast.duration(done.outcome.duration.as_secs_f64());
+            }
+        }
+        result
+    }
+
+    async fn invoke_on_a_sandbox(
+        self: &Arc<Self>,
+        key: &PoolKey,
+        snapshot: &Arc<FunctionSnapshot>,
+        code_dir: &Path,
+        request: InvokeRequest,
+    ) -> Result<ContainerOutcome, ContainerError> {
+        let key = key.clone();
         let (mut sandbox, init_duration, tier, pinned) = match self.take_idle(&key) {
             Some((hot, pinned)) => (hot, None, Tier::Hot, pinned),
             None => {
@@ -977,24 +1043,107 @@ impl ContainerPool {
         }
     }
 
+    /// Pre-warming: brings every forecast up to date, and starts (a few
+    /// per tick) the sandboxes a version's target asks for beyond what is
+    /// busy, idle or starting. Call it every few seconds. Needs a tokio
+    /// runtime.
+    pub fn prewarm_tick(self: &Arc<Self>) {
+        let now = unix_seconds();
+        let wanted: Vec<(PoolKey, Arc<FunctionSnapshot>, PathBuf, usize)> = {
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let mut prewarm = self.prewarm.lock().unwrap_or_else(|p| p.into_inner());
+            prewarm
+                .iter_mut()
+                .filter_map(|(key, p)| {
+                    p.target = p.forecast.target(now);
+                    let held = idle.get(key).map_or(0, Vec::len) + p.busy + p.starting;
+                    let missing = p.target.saturating_sub(held).min(PREWARM_STARTS_PER_TICK);
+                    p.starting += missing;
+                    (missing > 0)
+                        .then(|| (key.clone(), p.snapshot.clone(), p.code_dir.clone(), missing))
+                })
+                .collect()
+        };
+        for (key, snapshot, code_dir, missing) in wanted {
+            for _ in 0..missing {
+                let (pool, key, snapshot, code_dir) = (
+                    self.clone(),
+                    key.clone(),
+                    snapshot.clone(),
+                    code_dir.clone(),
+                );
+                tokio::spawn(async move {
+                    let started = pool.start(&snapshot, &code_dir).await;
+                    let still = {
+                        let mut prewarm = pool.prewarm.lock().unwrap_or_else(|p| p.into_inner());
+                        match prewarm.get_mut(&key) {
+                            Some(p) => {
+                                p.starting = p.starting.saturating_sub(1);
+                                true
+                            }
+                            // The function was retired meanwhile.
+                            None => false,
+                        }
+                    };
+                    match started {
+                        Ok((sandbox, _)) if still => {
+                            let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+                            idle.entry(key).or_default().push(Idle {
+                                sandbox,
+                                since: Instant::now(),
+                                pinned: false,
+                            });
+                        }
+                        Ok((sandbox, _)) => {
+                            pool.release(sandbox.memory_mb());
+                            sandbox.shutdown().await;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "a pre-warmed sandbox could not start")
+                        }
+                    }
+                });
+            }
+        }
+    }
+
     /// Shuts down idle sandboxes that are older than `max_idle`, or that
     /// belong to `(tenant, function)` when `retire` names it (the function
     /// changed or was deleted); pinned ones (provisioned) stay.
     pub async fn recycle(&self, max_idle: Duration, retire: Option<(&str, &str)>) {
         let now = Instant::now();
+        let targets: HashMap<PoolKey, usize> = {
+            let mut prewarm = self.prewarm.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((t, f)) = retire {
+                prewarm.retain(|key, _| !(key.0 == t && key.1 == f));
+            }
+            prewarm
+                .iter()
+                .map(|(key, p)| (key.clone(), p.target.saturating_sub(p.busy)))
+                .collect()
+        };
         let doomed: Vec<Sandbox> = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             let mut doomed = Vec::new();
             idle.retain(|key, list| {
                 let retired = retire.is_some_and(|(t, f)| key.0 == t && key.1 == f);
+                // The forecast's target keeps the most recently used of
+                // them, however long idle (pre-warming's hysteresis).
+                let mut keep = targets.get(key).copied().unwrap_or(0);
                 let mut kept = Vec::new();
-                for entry in list.drain(..) {
-                    if !entry.pinned && (retired || now.duration_since(entry.since) > max_idle) {
-                        doomed.push(entry.sandbox);
-                    } else {
+                for entry in list.drain(..).rev() {
+                    let expired = now.duration_since(entry.since) > max_idle;
+                    let wanted = !entry.pinned && !retired && keep > 0;
+                    if wanted {
+                        keep -= 1;
+                    }
+                    if entry.pinned || !(retired || expired) || wanted {
                         kept.push(entry);
+                    } else {
+                        doomed.push(entry.sandbox);
                     }
                 }
+                kept.reverse();
                 *list = kept;
                 !list.is_empty()
             });
@@ -1035,4 +1184,11 @@ fn write_world_readable(dir: &Path, name: &str, contents: &str) -> std::io::Resu
     std::fs::write(&staging, contents)?;
     std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o644))?;
     std::fs::rename(&staging, dir.join(name))
+}
+
+/// Seconds since the epoch: the forecasts' clock.
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
