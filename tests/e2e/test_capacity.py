@@ -168,3 +168,32 @@ def test_a_forecast_keeps_sandboxes_ready_for_a_busy_function(tmp_path):
         assert tier_of(invoke_payload(lam, quiet, b"{}")) != "hot", "a function called once is not"
     finally:
         srv.stop()
+
+
+def test_a_function_adds_sandboxes_no_faster_than_its_burst_limit(tmp_path):
+    srv = host(tmp_path, "--burst-limit", "2")
+    try:
+        lam = lambda_client(srv.url)
+        name = deploy(lam, "bursty")
+        outcomes: list = []
+
+        def call() -> None:
+            try:
+                outcomes.append(invoke_payload(lambda_client(srv.url), name, sleep_event(1.5))["StatusCode"])
+            except botocore.exceptions.ClientError as e:
+                outcomes.append(e.response)
+
+        callers = [threading.Thread(target=call) for _ in range(3)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join()
+        refused = [o for o in outcomes if isinstance(o, dict)]
+        assert sorted(o for o in outcomes if isinstance(o, int)) == [200, 200], outcomes
+        assert len(refused) == 1, outcomes
+        assert refused[0]["Error"]["Code"] == "TooManyRequestsException"
+        assert refused[0]["Reason"] == "FunctionInvocationRateLimitExceeded", refused[0]
+        # The two it did add serve on, hot, with no new sandbox needed.
+        assert tier_of(invoke_payload(lam, name, b"{}")) == "hot"
+    finally:
+        srv.stop()

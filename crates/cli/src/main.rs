@@ -67,6 +67,12 @@ pub struct UpArgs {
           default_value_t = Capacity::DEFAULT.prewarm_every.as_secs(),
           value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub prewarm_interval_s: u64,
+    /// New sandboxes one function may add every 10 seconds when its
+    /// invocations find none ready (Lambda's burst scaling limit).
+    #[arg(long, env = "NIMBUS_BURST_LIMIT",
+          default_value_t = Capacity::DEFAULT.burst_per_10s,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub burst_limit: u32,
     /// Invocations each account may run at once (Lambda's default: 1,000);
     /// reservations must leave 100 of them unreserved.
     #[arg(long, env = "NIMBUS_ACCOUNT_CONCURRENCY",

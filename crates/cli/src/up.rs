@@ -12,6 +12,7 @@ pub fn run(up: UpArgs) -> anyhow::Result<()> {
         memory_mb: up.sandbox_memory_mb,
         idle_recycle: std::time::Duration::from_secs(up.idle_recycle_s),
         prewarm_every: std::time::Duration::from_secs(up.prewarm_interval_s),
+        burst_per_10s: up.burst_limit,
         warm: up.warm_sandboxes,
     };
     let concurrency = ConcurrencyLimits {

@@ -9,11 +9,13 @@
 
 #![deny(missing_docs)]
 
+pub mod burst;
 pub mod concurrency;
 pub mod fair;
 pub mod placement;
 pub mod prewarm;
 
+pub use burst::{BurstLimit, TooFast};
 pub use concurrency::{Concurrency, ConcurrencyLimits, Permit, ReserveError, Throttle};
 pub use fair::{FairShare, Shed};
 pub use placement::{Placed, Placement, WorkerId};

@@ -28,8 +28,8 @@ use nimbus_container::{
     WarmSandbox,
 };
 use nimbus_control::Runtime;
-use nimbus_scheduler::FairShare;
 use nimbus_scheduler::prewarm::Forecast;
+use nimbus_scheduler::{BurstLimit, FairShare, TooFast};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +52,9 @@ pub struct Capacity {
     /// How often pre-warming brings the pool up to the forecasts
     /// (`Duration::ZERO`: never).
     pub prewarm_every: Duration,
+    /// New sandboxes one function may add per 10 s when invocations find
+    /// none hot (Lambda's burst scaling limit).
+    pub burst_per_10s: u32,
     /// Warm sandboxes kept ready, on top of those. Each holds a sparse
     /// `/tmp` image, a few cgroups and a waiting process that shares the
     /// server's pages until it execs (copy-on-write).
@@ -65,6 +68,7 @@ impl Capacity {
         memory_mb: 16 * 1024,
         idle_recycle: Duration::from_secs(10 * 60),
         prewarm_every: Duration::from_secs(10),
+        burst_per_10s: BurstLimit::DEFAULT_PER_WINDOW,
         warm: 2,
     };
 }
@@ -189,6 +193,9 @@ pub enum ContainerError {
     /// others need them, or every one is busy.
     #[error("{0}")]
     Shed(nimbus_scheduler::Shed),
+    /// The function adds sandboxes faster than its burst limit.
+    #[error("{0}")]
+    TooFast(TooFast),
     /// The host's sandboxes or memory are all held by busy sandboxes.
     #[error("every sandbox of this host is busy (it keeps at most {0} sandboxes and {1} MB)")]
     Capacity(usize, u64),
@@ -248,6 +255,9 @@ pub struct ContainerPool {
     provisioned: Mutex<HashMap<PoolKey, Provision>>,
     /// Forecasts of every version invoked, and their pre-warming.
     prewarm: Mutex<HashMap<PoolKey, Prewarm>>,
+    /// How fast each function may add sandboxes, on the pool's clock.
+    burst: BurstLimit,
+    clock: Instant,
     /// Warm sandboxes by `/tmp` size in MB: those ready to be claimed, and
     /// how many are being built.
     warm: Mutex<HashMap<u32, (Vec<WarmSandbox>, usize)>>,
@@ -302,6 +312,8 @@ impl ContainerPool {
             warm: Mutex::default(),
             provisioned: Mutex::default(),
             prewarm: Mutex::default(),
+            burst: BurstLimit::new(capacity.burst_per_10s, BurstLimit::WINDOW),
+            clock: Instant::now(),
             other_tmp_sizes: Mutex::default(),
             preloaded: Mutex::default(),
             python_wanted: Mutex::default(),
@@ -978,6 +990,9 @@ impl ContainerPool {
         let (mut sandbox, init_duration, tier, pinned) = match self.take_idle(&key) {
             Some((hot, pinned)) => (hot, None, Tier::Hot, pinned),
             None => {
+                self.burst
+                    .take(&key.0, &key.1, self.clock.elapsed())
+                    .map_err(ContainerError::TooFast)?;
                 let (started, tier) = self.start(snapshot, code_dir).await?;
                 let init = started.init_duration();
                 let t = started.start_timings();

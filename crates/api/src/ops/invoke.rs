@@ -226,6 +226,9 @@ async fn execute(
                     "ConcurrentInvocationLimitExceeded",
                     "Rate Exceeded: every sandbox of this host is busy",
                 )),
+                Err(ContainerError::TooFast(too_fast)) => {
+                    Err(ApiError::throttled(too_fast.reason(), too_fast.to_string()))
+                }
                 Err(ContainerError::Shed(shed)) => Err(ApiError::throttled(
                     "ConcurrentInvocationLimitExceeded",
                     format!("Rate Exceeded: {shed}"),
