@@ -187,17 +187,10 @@ mod tests {
     fn replay(tenants: &[(u8, usize)], seed: u64) -> HashMap<u8, Outcome> {
         let host = FairShare::new(N, FairShare::default_headroom(N));
         let mut queue = BinaryHeap::new();
-        let mut rng = seed;
-        let mut next = || {
-            // xorshift64*: a fixed sequence for a fixed seed.
-            rng ^= rng >> 12;
-            rng ^= rng << 25;
-            rng ^= rng >> 27;
-            rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        };
+        let mut rng = crate::replay::Rng(seed);
         for &(tenant, clients) in tenants {
             for client in 0..clients {
-                queue.push(Reverse((next() % CALL_MS, Event::Send(tenant, client))));
+                queue.push(Reverse((rng.next() % CALL_MS, Event::Send(tenant, client))));
             }
         }
         let mut outcomes: HashMap<u8, Outcome> = HashMap::new();

@@ -19,3 +19,24 @@ pub use burst::{BurstLimit, TooFast};
 pub use concurrency::{Concurrency, ConcurrencyLimits, Permit, ReserveError, Throttle};
 pub use fair::{FairShare, Shed};
 pub use placement::{Placed, Placement, WorkerId};
+
+/// What the scheduler's replays in injected time share.
+#[cfg(test)]
+mod replay {
+    /// xorshift64*: a fixed sequence for a fixed seed.
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        /// Uniform in [0, 1).
+        pub fn uniform(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+}

@@ -196,21 +196,7 @@ mod tests {
     /// The baseline's keep-alive.
     const BASELINE_IDLE_S: f64 = 600.0;
 
-    /// xorshift64*: a fixed sequence for a fixed seed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn uniform(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    use crate::replay::Rng;
 
     fn rate(t: f64) -> f64 {
         let day = t % DAY_S as f64;

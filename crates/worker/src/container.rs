@@ -489,24 +489,32 @@ impl ContainerPool {
                     }
                     _ => false,
                 };
-                match started {
-                    Ok((sandbox, _)) if wanted => {
-                        let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-                        idle.entry(key).or_default().push(Idle {
-                            sandbox,
-                            since: Instant::now(),
-                            pinned: true,
-                        });
-                    }
-                    // Its provision changed or went (the function may be
-                    // gone): nobody may be served by it.
-                    Ok((sandbox, _)) => {
-                        pool.release(sandbox.memory_mb());
-                        sandbox.shutdown().await;
-                    }
-                    Err(_) => {}
+                // Unwanted, its provision changed or went (the function
+                // may be gone): nobody may be served by it.
+                if let Ok((sandbox, _)) = started {
+                    pool.keep_or_shut(key, sandbox, wanted.then_some(true))
+                        .await;
                 }
             });
+        }
+    }
+
+    /// Puts a sandbox started ahead into the idle pool (`Some(pinned)`), or
+    /// shuts it down and gives back its room (`None`: nobody wants it).
+    async fn keep_or_shut(&self, key: PoolKey, sandbox: Sandbox, keep: Option<bool>) {
+        match keep {
+            Some(pinned) => {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.entry(key).or_default().push(Idle {
+                    sandbox,
+                    since: Instant::now(),
+                    pinned,
+                });
+            }
+            None => {
+                self.release(sandbox.memory_mb());
+                sandbox.shutdown().await;
+            }
         }
     }
 
@@ -1101,17 +1109,9 @@ impl ContainerPool {
                         }
                     };
                     match started {
-                        Ok((sandbox, _)) if still => {
-                            let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-                            idle.entry(key).or_default().push(Idle {
-                                sandbox,
-                                since: Instant::now(),
-                                pinned: false,
-                            });
-                        }
                         Ok((sandbox, _)) => {
-                            pool.release(sandbox.memory_mb());
-                            sandbox.shutdown().await;
+                            pool.keep_or_shut(key, sandbox, still.then_some(false))
+                                .await;
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "a pre-warmed sandbox could not start")
