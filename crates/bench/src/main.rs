@@ -22,6 +22,7 @@ mod placement;
 mod process;
 mod report;
 mod sandbox;
+mod spread;
 mod stats;
 mod wrk;
 
@@ -87,6 +88,18 @@ enum Command {
         /// Decisions per series.
         #[arg(long, default_value_t = 5_000_000)]
         decisions: u64,
+    },
+    /// Measure warm invokes spread over 1, 100 and 1,000 wasm functions.
+    Spread {
+        /// The `nimbus` binary under test (as for the main run).
+        #[arg(long)]
+        nimbus: Option<PathBuf>,
+        /// wrk connections.
+        #[arg(long, default_value_t = 16)]
+        connections: u32,
+        /// Measured seconds per count.
+        #[arg(long, default_value_t = 5)]
+        duration_s: u64,
     },
 }
 
@@ -156,6 +169,11 @@ fn main() {
         Some(Command::Hello { listen }) => hello::serve(&listen),
         Some(Command::Containers(args)) => run_containers(args),
         Some(Command::Placement { decisions }) => run_placement(decisions),
+        Some(Command::Spread {
+            nimbus,
+            connections,
+            duration_s,
+        }) => run_spread(nimbus, connections, duration_s),
         None => run(cli.run),
     };
     if let Err(e) = result {
@@ -329,5 +347,26 @@ fn run_placement(decisions: u64) -> anyhow::Result<()> {
             }
         );
     }
+    Ok(())
+}
+
+/// Warm invokes spread over many functions, printed as markdown.
+fn run_spread(nimbus: Option<PathBuf>, connections: u32, duration_s: u64) -> anyhow::Result<()> {
+    ensure!(
+        (1..=CONNECTIONS_MAX).contains(&connections),
+        "--connections must be 1 to {CONNECTIONS_MAX}"
+    );
+    ensure!(
+        (1..=LOAD_DURATION_MAX_S).contains(&duration_s),
+        "--duration-s must be 1 to {LOAD_DURATION_MAX_S}"
+    );
+    wrk::version()?;
+    let nimbus_bin = nimbus_binary(nimbus)?;
+    let machine = report::Machine::here().describe();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let scratch = tempfile::tempdir().context("create a scratch directory")?;
+    let load = spread::load(connections, Duration::from_secs(duration_s));
+    let rows = spread::measure(&nimbus_bin, scratch.path(), &load)?;
+    println!("{}", spread::markdown(&machine, &command, &load, &rows));
     Ok(())
 }

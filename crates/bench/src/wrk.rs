@@ -87,12 +87,33 @@ pub fn measure(
     body: &str,
     load: &Load,
 ) -> anyhow::Result<LoadResult> {
+    measure_script(address, path, &lua_script(headers, body), load)
+}
+
+/// Warms the server up, then measures: POST `body` to each of `targets`
+/// (path and its signed headers) in turn, on every connection.
+pub fn measure_many(
+    address: SocketAddr,
+    targets: &[(String, Vec<(String, String)>)],
+    body: &str,
+    load: &Load,
+) -> anyhow::Result<LoadResult> {
+    let first = targets.first().context("no request to send")?;
+    measure_script(address, &first.0, &lua_script_many(targets, body), load)
+}
+
+fn measure_script(
+    address: SocketAddr,
+    path: &str,
+    lua: &str,
+    load: &Load,
+) -> anyhow::Result<LoadResult> {
     let mut script = tempfile::Builder::new()
         .suffix(".lua")
         .tempfile()
         .context("create the wrk script")?;
     script
-        .write_all(lua_script(headers, body).as_bytes())
+        .write_all(lua.as_bytes())
         .context("write the wrk script")?;
     let url = format!("http://{address}{path}");
     let script = script.path().to_str().context("temp path is not UTF-8")?;
@@ -140,26 +161,53 @@ fn run(url: &str, script: &str, load: &Load, duration: Duration) -> anyhow::Resu
     parse(&out).with_context(|| format!("wrk said:\n{out}{err}"))
 }
 
+/// A Lua table of headers. wrk adds its own `Host` unless the table holds
+/// that exact key; a second, differently spelled one would break the
+/// signature.
+fn lua_headers(headers: &[(String, String)]) -> String {
+    let entries: Vec<String> = headers
+        .iter()
+        .map(|(name, value)| {
+            let name = if name.eq_ignore_ascii_case("host") {
+                "Host"
+            } else {
+                name
+            };
+            format!("[{}] = {}", lua_string(name), lua_string(value))
+        })
+        .collect();
+    format!("{{ {} }}", entries.join(", "))
+}
+
 /// The Lua script: the request, and a `done` hook printing one line of
 /// `key=value` figures.
 fn lua_script(headers: &[(String, String)], body: &str) -> String {
     let mut lua = String::from("wrk.method = \"POST\"\n");
     lua.push_str(&format!("wrk.body = {}\n", lua_string(body)));
-    for (name, value) in headers {
-        // wrk adds its own `Host` unless the table holds that exact key; a
-        // second, differently spelled one would break the signature.
-        let name = if name.eq_ignore_ascii_case("host") {
-            "Host"
-        } else {
-            name
-        };
+    lua.push_str(&format!("wrk.headers = {}\n", lua_headers(headers)));
+    lua + &done_hook()
+}
+
+/// The Lua script that sends the `targets` in turn.
+fn lua_script_many(targets: &[(String, Vec<(String, String)>)], body: &str) -> String {
+    let mut lua = format!("local body = {}\nlocal targets = {{\n", lua_string(body));
+    for (path, headers) in targets {
         lua.push_str(&format!(
-            "wrk.headers[{}] = {}\n",
-            lua_string(name),
-            lua_string(value)
+            "  {{ {}, {} }},\n",
+            lua_string(path),
+            lua_headers(headers)
         ));
     }
-    lua.push_str(&format!(
+    lua.push_str(
+        "}\nlocal next_target = 0\nfunction request()\n  next_target = next_target % #targets + 1\n  \
+         local t = targets[next_target]\n  return wrk.format(\"POST\", t[1], t[2], body)\nend\n",
+    );
+    lua + &done_hook()
+}
+
+/// The `done` hook printing one line of `key=value` figures.
+fn done_hook() -> String {
+    format!(
         r#"
 function done(summary, latency, requests)
   local e = summary.errors
@@ -171,8 +219,7 @@ function done(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout, e.status))
 end
 "#
-    ));
-    lua
+    )
 }
 
 /// `text` as a Lua string literal: printable ASCII kept, the rest escaped
@@ -243,6 +290,31 @@ mod tests {
     fn lua_strings_escape_quotes_and_control_bytes() {
         assert_eq!(lua_string(r#"{"a":"\"}"#), r#""{\"a\":\"\\\"}""#);
         assert_eq!(lua_string("a\nb"), r#""a\010b""#);
+    }
+
+    #[test]
+    fn a_script_for_many_targets_sends_each_in_turn_with_its_own_headers() {
+        let targets = vec![
+            (
+                "/a".to_string(),
+                vec![("host".to_string(), "h".to_string())],
+            ),
+            (
+                "/b".to_string(),
+                vec![("authorization".to_string(), "sig-b".to_string())],
+            ),
+        ];
+        let lua = lua_script_many(&targets, "{}");
+        assert!(lua.contains(r#"{ "/a", { ["Host"] = "h" } },"#), "{lua}");
+        assert!(
+            lua.contains(r#"{ "/b", { ["authorization"] = "sig-b" } },"#),
+            "{lua}"
+        );
+        assert!(
+            lua.contains("next_target = next_target % #targets + 1"),
+            "{lua}"
+        );
+        assert!(lua.contains("function done("), "{lua}");
     }
 
     #[test]
