@@ -197,3 +197,36 @@ def test_a_function_adds_sandboxes_no_faster_than_its_burst_limit(tmp_path):
         assert tier_of(invoke_payload(lam, name, b"{}")) == "hot"
     finally:
         srv.stop()
+
+
+def test_one_function_cannot_take_the_last_sandboxes_while_another_needs_them(tmp_path):
+    # 8 sandboxes, an eighth of them headroom: a function alone may fill the
+    # host, but once another function is active it leaves the headroom.
+    srv = host(tmp_path, "--sandboxes-max", "8")
+    try:
+        lam = lambda_client(srv.url)
+        flood, other = deploy(lam, "flood"), deploy(lam, "other")
+        assert json.loads(invoke_payload(lam, other, b'{"n":1}')["Body"])["echo"] == {"n": 1}
+        outcomes: list = []
+
+        def hold() -> None:
+            try:
+                outcomes.append(invoke_payload(lambda_client(srv.url), flood, sleep_event(BUSY_S))["StatusCode"])
+            except botocore.exceptions.ClientError as e:
+                outcomes.append(e.response)
+
+        holders = [threading.Thread(target=hold) for _ in range(8)]
+        for t in holders:
+            t.start()
+            time.sleep(0.05)
+        time.sleep(BUSY_S / 3)
+        # The other function still finds a sandbox while the flood holds its most.
+        assert json.loads(invoke_payload(lam, other, b'{"n":2}')["Body"])["echo"] == {"n": 2}
+        for t in holders:
+            t.join()
+        refused = [o for o in outcomes if isinstance(o, dict)]
+        assert outcomes.count(200) == 7 and len(refused) == 1, outcomes
+        assert refused[0]["Error"]["Code"] == "TooManyRequestsException"
+        assert "fair share" in refused[0]["Error"]["Message"], refused[0]
+    finally:
+        srv.stop()

@@ -279,6 +279,9 @@ pub struct ContainerPool {
     /// Busy sandboxes by tenant, shared fairly: a flooding tenant is shed
     /// before it can take the last slots from the others.
     share: FairShare,
+    /// The same rule among functions (of any tenant): the cap on one
+    /// function's share of the host while others need sandboxes.
+    function_share: FairShare,
     next_id: AtomicU64,
     /// Prefix of this pool's sandbox ids, different on every start, so a
     /// sandbox is never mistaken for one of a predecessor's.
@@ -320,6 +323,10 @@ impl ContainerPool {
             preloading_works: std::sync::atomic::AtomicBool::new(true),
             usage: Mutex::default(),
             share: FairShare::new(
+                capacity.sandboxes,
+                FairShare::default_headroom(capacity.sandboxes),
+            ),
+            function_share: FairShare::new(
                 capacity.sandboxes,
                 FairShare::default_headroom(capacity.sandboxes),
             ),
@@ -935,13 +942,20 @@ impl ContainerPool {
         // when its client disconnects.
         let (pool, snapshot, code_dir) = (self.clone(), snapshot.clone(), code_dir.to_path_buf());
         tokio::spawn(async move {
-            pool.share
-                .acquire(&snapshot.tenant)
+            // A function's share first, then its tenant's.
+            let function = format!("{}/{}", snapshot.tenant, snapshot.name);
+            pool.function_share
+                .acquire(&function)
                 .map_err(ContainerError::Shed)?;
+            if let Err(shed) = pool.share.acquire(&snapshot.tenant) {
+                pool.function_share.release(&function);
+                return Err(ContainerError::Shed(shed));
+            }
             let result = pool
                 .invoke_holding_a_share(&snapshot, &code_dir, request)
                 .await;
             pool.share.release(&snapshot.tenant);
+            pool.function_share.release(&function);
             result
         })
         .await
