@@ -14,11 +14,13 @@ pub mod concurrency;
 pub mod fair;
 pub mod placement;
 pub mod prewarm;
+pub mod queue;
 
 pub use burst::{BurstLimit, TooFast};
 pub use concurrency::{Concurrency, ConcurrencyLimits, Permit, ReserveError, Throttle};
 pub use fair::{FairShare, Shed};
 pub use placement::{Placed, Placement, WorkerId};
+pub use queue::{StartGate, StartPermit};
 
 /// What the scheduler's replays in injected time share.
 #[cfg(test)]

@@ -29,7 +29,7 @@ use nimbus_container::{
 };
 use nimbus_control::Runtime;
 use nimbus_scheduler::prewarm::Forecast;
-use nimbus_scheduler::{BurstLimit, FairShare, TooFast};
+use nimbus_scheduler::{BurstLimit, FairShare, StartGate, TooFast};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,6 +165,10 @@ struct Prewarm {
     starting: usize,
 }
 
+/// Sandbox starts (claims and builds) run at once; more wait their turn,
+/// fairly among tenants.
+const STARTS_AT_ONCE: usize = 8;
+
 /// Most sandboxes one pre-warming tick starts for one function.
 const PREWARM_STARTS_PER_TICK: usize = 4;
 
@@ -257,6 +261,8 @@ pub struct ContainerPool {
     prewarm: Mutex<HashMap<PoolKey, Prewarm>>,
     /// How fast each function may add sandboxes, on the pool's clock.
     burst: BurstLimit,
+    /// The starts running, and those waiting their tenant's turn.
+    starts: StartGate,
     clock: Instant,
     /// Warm sandboxes by `/tmp` size in MB: those ready to be claimed, and
     /// how many are being built.
@@ -316,6 +322,7 @@ impl ContainerPool {
             provisioned: Mutex::default(),
             prewarm: Mutex::default(),
             burst: BurstLimit::new(capacity.burst_per_10s, BurstLimit::WINDOW),
+            starts: StartGate::new(STARTS_AT_ONCE),
             clock: Instant::now(),
             other_tmp_sizes: Mutex::default(),
             preloaded: Mutex::default(),
@@ -774,6 +781,9 @@ impl ContainerPool {
         snapshot: &FunctionSnapshot,
         code_dir: &Path,
     ) -> Result<(Sandbox, Tier), ContainerError> {
+        // Builds are the host's heaviest work: a few at once, the rest
+        // queued fairly among tenants.
+        let _turn = self.starts.enter(&snapshot.tenant).await;
         let mut config = self.sandbox_config(snapshot, code_dir);
         let memory_mb = config.memory_mb;
         self.claim_slot(memory_mb)?;
