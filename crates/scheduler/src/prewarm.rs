@@ -43,8 +43,8 @@ pub struct Forecast {
     /// running.
     minutes: VecDeque<u32>,
     /// The minute (since the epoch of the caller's clock) the last entry
-    /// counts.
-    current_minute: u64,
+    /// counts; `None` until the clock is first read.
+    current_minute: Option<u64>,
     /// Smoothed arrivals per minute over completed minutes.
     smoothed: f64,
     /// Smoothed invocation duration, in seconds.
@@ -62,7 +62,7 @@ impl Forecast {
     pub fn new() -> Forecast {
         Forecast {
             minutes: VecDeque::from([0]),
-            current_minute: 0,
+            current_minute: None,
             smoothed: 0.0,
             mean_duration_s: 0.0,
         }
@@ -71,15 +71,31 @@ impl Forecast {
     /// Moves the clock to `now_s`, closing the minutes that ended.
     fn advance(&mut self, now_s: u64) {
         let minute = now_s / 60;
-        while self.current_minute < minute {
+        let Some(mut current) = self.current_minute else {
+            // The first reading starts the history.
+            self.current_minute = Some(minute);
+            return;
+        };
+        let kept = HISTORY_MINUTES + HORIZON_MINUTES + 1;
+        if minute.saturating_sub(current) > kept as u64 {
+            // Quiet for longer than the history: it is all zeros now, and
+            // the smoothed rate has decayed to nothing.
+            self.minutes.clear();
+            self.minutes.extend(std::iter::repeat_n(0, kept));
+            self.smoothed = 0.0;
+            self.current_minute = Some(minute);
+            return;
+        }
+        while current < minute {
             let closed = f64::from(*self.minutes.back().unwrap_or(&0));
             self.smoothed = SMOOTHING * closed + (1.0 - SMOOTHING) * self.smoothed;
             self.minutes.push_back(0);
-            if self.minutes.len() > HISTORY_MINUTES + HORIZON_MINUTES + 1 {
+            if self.minutes.len() > kept {
                 self.minutes.pop_front();
             }
-            self.current_minute += 1;
+            current += 1;
         }
+        self.current_minute = Some(current);
     }
 
     /// Records an arrival at `now_s` (seconds on the caller's clock).
@@ -389,6 +405,24 @@ mod tests {
         assert_eq!(poisson_quantile(1.0, 0.999), 5);
         assert_eq!(poisson_quantile(10.0, 0.999), 21);
         assert_eq!(poisson_quantile(400.0, 0.999), 462);
+    }
+
+    #[test]
+    fn a_forecast_started_late_in_the_epoch_or_idle_for_weeks_costs_nothing_to_bring_up_to_date() {
+        let now = 1_796_000_000;
+        let mut f = Forecast::new();
+        f.duration(10.0);
+        for _ in 0..60 {
+            f.arrival(now);
+        }
+        // The history starts at the first reading, not at the clock's epoch.
+        assert_eq!(f.minutes.len(), 1);
+        assert!(f.target(now + 30) > 0);
+        // Four weeks later: nothing of that minute is left, and the
+        // history was reset rather than walked through minute by minute.
+        assert_eq!(f.target(now + 28 * DAY_S), 0);
+        assert_eq!(f.minutes.len(), HISTORY_MINUTES + HORIZON_MINUTES + 1);
+        assert!(f.minutes.iter().all(|m| *m == 0));
     }
 
     #[test]

@@ -554,9 +554,10 @@ impl ContainerPool {
     }
 
     /// Claims room for a new sandbox of `memory_mb`, evicting the
-    /// longest-idle sandboxes of any function until it fits. If even
-    /// evicting every idle one would not make room, none is evicted.
-    fn claim_slot(&self, memory_mb: u32) -> Result<(), ContainerError> {
+    /// longest-idle sandboxes of any function until it fits (unless
+    /// `may_evict` is false). If even evicting every idle one would not make
+    /// room, none is evicted.
+    fn claim_slot(&self, memory_mb: u32, may_evict: bool) -> Result<(), ContainerError> {
         let needed = u64::from(memory_mb);
         let mut victims = Vec::new();
         let fits = {
@@ -567,7 +568,12 @@ impl ContainerPool {
                 {
                     break true;
                 }
-                match self.take_longest_idle() {
+                let victim = if may_evict {
+                    self.take_longest_idle()
+                } else {
+                    None
+                };
+                match victim {
                     Some(victim) => {
                         sandboxes -= 1;
                         memory -= u64::from(victim.1.sandbox.memory_mb());
@@ -775,18 +781,29 @@ impl ContainerPool {
     }
 
     /// A sandbox for the snapshot's function: a claimed warm one, else one
-    /// built from nothing.
+    /// built from nothing. Room is made by evicting idle sandboxes.
     async fn start(
         self: &Arc<Self>,
         snapshot: &FunctionSnapshot,
         code_dir: &Path,
+    ) -> Result<(Sandbox, Tier), ContainerError> {
+        self.start_with(snapshot, code_dir, true).await
+    }
+
+    /// [`ContainerPool::start`], evicting only if `may_evict`: a guess of
+    /// the forecast's never displaces a sandbox already there.
+    async fn start_with(
+        self: &Arc<Self>,
+        snapshot: &FunctionSnapshot,
+        code_dir: &Path,
+        may_evict: bool,
     ) -> Result<(Sandbox, Tier), ContainerError> {
         // Builds are the host's heaviest work: a few at once, the rest
         // queued fairly among tenants.
         let _turn = self.starts.enter(&snapshot.tenant).await;
         let mut config = self.sandbox_config(snapshot, code_dir);
         let memory_mb = config.memory_mb;
-        self.claim_slot(memory_mb)?;
+        self.claim_slot(memory_mb, may_evict)?;
         if let Some(preloaded) = self.take_preloaded(snapshot, &config) {
             match preloaded.assign(&config).await {
                 Ok(sandbox) => return Ok((sandbox, Tier::Warm)),
@@ -1092,7 +1109,7 @@ impl ContainerPool {
 
     /// Pre-warming: brings every forecast up to date, and starts (a few
     /// per tick) the sandboxes a version's target asks for beyond what is
-    /// busy, idle or starting. Call it every few seconds. Needs a tokio
+    /// busy, idle or starting — in free room only, never evicting. Call it every few seconds. Needs a tokio
     /// runtime.
     pub fn prewarm_tick(self: &Arc<Self>) {
         let now = unix_seconds();
@@ -1120,7 +1137,7 @@ impl ContainerPool {
                     code_dir.clone(),
                 );
                 tokio::spawn(async move {
-                    let started = pool.start(&snapshot, &code_dir).await;
+                    let started = pool.start_with(&snapshot, &code_dir, false).await;
                     let still = {
                         let mut prewarm = pool.prewarm.lock().unwrap_or_else(|p| p.into_inner());
                         match prewarm.get_mut(&key) {
