@@ -327,9 +327,12 @@ fn nimbus_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 /// Placement decisions per second, printed as a markdown table.
 fn run_placement(decisions: u64) -> anyhow::Result<()> {
     let machine = report::Machine::here();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
     let series = placement::measure(decisions);
-    println!("## nimbus-bench placement\n");
-    println!("- machine: {}", machine.describe());
+    print!(
+        "{}",
+        report::header("nimbus-bench placement", &machine, &command)
+    );
     println!("- one thread; warm routing (every function placed once before the clock starts)\n");
     println!("| placing | decisions | per second | target ≥ 1,000,000 |");
     println!("|---|---:|---:|---|");
@@ -362,7 +365,7 @@ fn run_spread(nimbus: Option<PathBuf>, connections: u32, duration_s: u64) -> any
     );
     wrk::version()?;
     let nimbus_bin = nimbus_binary(nimbus)?;
-    let machine = report::Machine::here().describe();
+    let machine = report::Machine::here();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let scratch = tempfile::tempdir().context("create a scratch directory")?;
     let load = spread::load(connections, Duration::from_secs(duration_s));

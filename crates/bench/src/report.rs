@@ -52,14 +52,6 @@ impl Machine {
             load_average: load_average(),
         }
     }
-
-    /// One line: CPU, cores, kernel, load average.
-    pub fn describe(&self) -> String {
-        format!(
-            "{}, {} cores, Linux {}, load average {}",
-            self.cpu, self.cores, self.kernel, self.load_average
-        )
-    }
 }
 
 fn read_trimmed(path: &str) -> String {
@@ -304,6 +296,13 @@ impl Report {
 }
 
 /// A report's title, and where and how it was taken.
+/// A report's title and where and how it was taken.
+pub fn header(title: &str, m: &Machine, command: &str) -> String {
+    let mut md = String::new();
+    write_header(&mut md, title, m, command).expect("writing to a String cannot fail");
+    md
+}
+
 fn write_header(md: &mut String, title: &str, m: &Machine, command: &str) -> std::fmt::Result {
     writeln!(md, "## {title}\n")?;
     writeln!(

@@ -5,6 +5,7 @@
 
 use crate::api::Api;
 use crate::process::Server;
+use crate::report::Machine;
 use crate::wrk::{self, Load, LoadResult};
 use crate::{ACCESS_KEY_ID, PAYLOAD, REGION, SECRET_ACCESS_KEY, guest};
 use anyhow::ensure;
@@ -55,11 +56,11 @@ pub fn measure(nimbus_bin: &Path, scratch: &Path, load: &Load) -> anyhow::Result
 }
 
 /// The report, as markdown.
-pub fn markdown(machine: &str, command: &str, load: &Load, rows: &[Row]) -> String {
-    let mut md = format!(
-        "## nimbus-bench spread\n\n- machine: {machine}\n- command: `{command}`\n- load: wrk, \
-         {} connections on {} thread(s), {} s warm-up then {} s measured; every connection \
-         sends to the functions in turn\n\n| functions | requests/s | p50 | p99 | max |\n\
+pub fn markdown(machine: &Machine, command: &str, load: &Load, rows: &[Row]) -> String {
+    let mut md = crate::report::header("nimbus-bench spread", machine, command);
+    md += &format!(
+        "- load: wrk, {} connections on {} thread(s), {} s warm-up then {} s measured; every \
+         connection sends to the functions in turn\n\n| functions | requests/s | p50 | p99 | max |\n\
          |---:|---:|---:|---:|---:|\n",
         load.connections,
         load.threads,
