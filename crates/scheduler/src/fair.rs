@@ -55,6 +55,19 @@ struct Held {
     last_seen: HashMap<String, u64>,
 }
 
+impl Held {
+    /// Notes that `tenant` asked or gave back at `now` (allocating only
+    /// for a tenant not seen before).
+    fn seen(&mut self, tenant: &str, now: u64) {
+        match self.last_seen.get_mut(tenant) {
+            Some(seen) => *seen = now,
+            None => {
+                self.last_seen.insert(tenant.to_string(), now);
+            }
+        }
+    }
+}
+
 /// The slots of one host and who holds them.
 #[derive(Debug)]
 pub struct FairShare {
@@ -84,7 +97,7 @@ impl FairShare {
     pub fn acquire(&self, tenant: &str) -> Result<(), Shed> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let now = held.tick;
-        held.last_seen.insert(tenant.to_string(), now);
+        held.seen(tenant, now);
         let window = ACTIVE_TURNOVERS * self.capacity as u64;
         if held.last_seen.len() > 4 * (held.by_tenant.len() + 16) {
             let Held {
@@ -123,7 +136,7 @@ impl FairShare {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held.tick += 1;
         let now = held.tick;
-        held.last_seen.insert(tenant.to_string(), now);
+        held.seen(tenant, now);
         if let Some(n) = held.by_tenant.get_mut(tenant) {
             *n -= 1;
             if *n == 0 {

@@ -107,13 +107,20 @@ impl Placement {
         x ^ (x >> 31)
     }
 
-    /// The less loaded of two draws from `candidates`.
-    fn two_choices(&self, candidates: &[WorkerId]) -> WorkerId {
+    /// The less loaded of two draws among `count` candidates, the `i`th of
+    /// which is `candidate(i)`.
+    fn two_choices(&self, count: usize, candidate: impl Fn(usize) -> WorkerId) -> WorkerId {
         let r = self.draw();
-        let a = candidates[(r as usize) % candidates.len()];
-        let b = candidates[((r >> 32) as usize) % candidates.len()];
+        let a = candidate((r as usize) % count);
+        let b = candidate(((r >> 32) as usize) % count);
         let load = |w: WorkerId| self.loads[w].load(Ordering::Relaxed);
         if load(b) < load(a) { b } else { a }
+    }
+
+    /// A function's hash and the shard that owns it.
+    fn locate(&self, tenant: &str, function: &str) -> (u64, &Shard) {
+        let key = self.function_hash(tenant, function);
+        (key, &self.shards[self.shard_of(key)])
     }
 
     /// Places one invocation of the function: on a worker that holds its
@@ -122,12 +129,11 @@ impl Placement {
     /// on the less loaded of two of all workers, which then holds it too
     /// (up to [`HOLDERS_MAX`] holders).
     pub fn place(&self, tenant: &str, function: &str) -> Placed<'_> {
-        let key = self.function_hash(tenant, function);
-        let shard = &self.shards[self.shard_of(key)];
+        let (key, shard) = self.locate(tenant, function);
         let worker = {
             let holders = shard.holders.read().unwrap_or_else(|p| p.into_inner());
             holders.get(&key).and_then(|held| {
-                let chosen = self.two_choices(held);
+                let chosen = self.two_choices(held.len(), |i| held[i]);
                 let other = (self.draw() as usize) % self.loads.len();
                 let crowded = self.loads[chosen].load(Ordering::Relaxed)
                     > self.loads[other].load(Ordering::Relaxed) + SPREAD_MARGIN;
@@ -148,8 +154,7 @@ impl Placement {
     /// A first placement: two choices among all workers; the winner
     /// becomes a holder of the function's code.
     fn place_new(&self, shard: &Shard, key: u64) -> WorkerId {
-        let all: Vec<WorkerId> = (0..self.loads.len()).collect();
-        let chosen = self.two_choices(&all);
+        let chosen = self.two_choices(self.loads.len(), |i| i);
         let mut holders = shard.holders.write().unwrap_or_else(|p| p.into_inner());
         let held = holders.entry(key).or_default();
         if !held.contains(&chosen) && held.len() < HOLDERS_MAX {
@@ -160,8 +165,7 @@ impl Placement {
 
     /// Forgets where a function's code is (it was deleted).
     pub fn forget(&self, tenant: &str, function: &str) {
-        let key = self.function_hash(tenant, function);
-        let shard = &self.shards[self.shard_of(key)];
+        let (key, shard) = self.locate(tenant, function);
         shard
             .holders
             .write()
@@ -176,8 +180,7 @@ impl Placement {
 
     /// The workers holding a function's code.
     pub fn holders(&self, tenant: &str, function: &str) -> Vec<WorkerId> {
-        let key = self.function_hash(tenant, function);
-        let shard = &self.shards[self.shard_of(key)];
+        let (key, shard) = self.locate(tenant, function);
         shard
             .holders
             .read()
