@@ -264,15 +264,14 @@ pub struct ContainerPool {
     /// The starts running, and those waiting their tenant's turn.
     starts: StartGate,
     clock: Instant,
-    /// Warm sandboxes by `/tmp` size in MB: those ready to be claimed, and
-    /// how many are being built.
-    warm: Mutex<HashMap<u32, (Vec<WarmSandbox>, usize)>>,
+    /// Warm sandboxes by `/tmp` size in MB.
+    warm: Shelves<u32, WarmSandbox>,
     /// The `/tmp` sizes other than Lambda's default that the pool keeps,
     /// most recently wanted last.
     other_tmp_sizes: Mutex<Vec<u32>>,
     /// Warm sandboxes with a `python3.<minor>` runtime client running, by
-    /// minor version, and how many of each are being built.
-    preloaded: Mutex<HashMap<u8, (Vec<Preloaded>, usize)>>,
+    /// minor version.
+    preloaded: Shelves<u8, Preloaded>,
     /// The `python3.<minor>` runtimes started since boot: those whose
     /// preloaded sandboxes the pool keeps.
     python_wanted: Mutex<HashSet<u8>>,
@@ -318,14 +317,14 @@ impl ContainerPool {
             region: region.to_string(),
             python_runtime_dir,
             idle: Mutex::default(),
-            warm: Mutex::default(),
+            warm: Shelves::default(),
             provisioned: Mutex::default(),
             prewarm: Mutex::default(),
             burst: BurstLimit::new(capacity.burst_per_10s, BurstLimit::WINDOW),
             starts: StartGate::new(STARTS_AT_ONCE),
             clock: Instant::now(),
             other_tmp_sizes: Mutex::default(),
-            preloaded: Mutex::default(),
+            preloaded: Shelves::default(),
             python_wanted: Mutex::default(),
             preloading_works: std::sync::atomic::AtomicBool::new(true),
             usage: Mutex::default(),
@@ -629,14 +628,7 @@ impl ContainerPool {
                 .iter(),
         );
         for size in sizes {
-            let missing = {
-                let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
-                let (ready, building) = warm.entry(size).or_default();
-                let missing = self.capacity.warm.saturating_sub(ready.len() + *building);
-                *building += missing;
-                missing
-            };
-            for _ in 0..missing {
+            for _ in 0..self.warm.book(size, self.capacity.warm) {
                 let pool = self.clone();
                 tokio::spawn(async move {
                     let id = pool.new_id("w");
@@ -644,34 +636,22 @@ impl ContainerPool {
                     let mut template =
                         SandboxConfig::provided(id, pool.host.clone(), &pool.host.state_dir);
                     template.ephemeral_storage_mb = size;
-                    let built = WarmSandbox::start(&template).await;
-                    let unwanted = {
-                        let mut warm = pool.warm.lock().unwrap_or_else(|p| p.into_inner());
-                        // Decided under the pool's lock, which `take_warm`
-                        // holds when it drops a size's sandboxes.
-                        let still_wanted = size == WARM_EPHEMERAL_STORAGE_MB
+                    let built = WarmSandbox::start(&template).await.inspect_err(
+                        |e| tracing::warn!(error = %e, "a warm sandbox could not be built"),
+                    );
+                    // Decided under the shelves' lock, which `take_warm`
+                    // holds when it drops a size's sandboxes.
+                    let still_wanted = || {
+                        size == WARM_EPHEMERAL_STORAGE_MB
                             || pool
                                 .other_tmp_sizes
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
-                                .contains(&size);
-                        let (ready, building) = warm.entry(size).or_default();
-                        *building -= 1;
-                        match built {
-                            Ok(sandbox) if still_wanted => {
-                                ready.push(sandbox);
-                                None
-                            }
-                            Ok(sandbox) => Some(sandbox),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "a warm sandbox could not be built");
-                                None
-                            }
-                        }
+                                .contains(&size)
                     };
                     // Its size was dropped from the pool while it was built.
-                    if let Some(sandbox) = unwanted {
-                        sandbox.discard().await;
+                    if let Some(unwanted) = pool.warm.finish(size, built.ok(), still_wanted) {
+                        unwanted.discard().await;
                     }
                 });
             }
@@ -695,15 +675,8 @@ impl ContainerPool {
                 dropped = Some(sizes.remove(0));
             }
         }
-        let (taken, unwanted) = {
-            let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
-            let taken = warm.get_mut(&size_mb).and_then(|(ready, _)| ready.pop());
-            let unwanted = dropped
-                .and_then(|size| warm.get_mut(&size))
-                .map(|(ready, _)| std::mem::take(ready))
-                .unwrap_or_default();
-            (taken, unwanted)
-        };
+        let (taken, _) = self.warm.take_where(size_mb, |_| true);
+        let unwanted = dropped.map_or_else(Vec::new, |size| self.warm.take_all(size));
         if !unwanted.is_empty() {
             tokio::spawn(async move {
                 for sandbox in unwanted {
@@ -726,14 +699,7 @@ impl ContainerPool {
             .copied()
             .collect();
         for minor in wanted {
-            let missing = {
-                let mut preloaded = self.preloaded.lock().unwrap_or_else(|p| p.into_inner());
-                let (ready, building) = preloaded.entry(minor).or_default();
-                let missing = self.capacity.warm.saturating_sub(ready.len() + *building);
-                *building += missing;
-                missing
-            };
-            for _ in 0..missing {
+            for _ in 0..self.preloaded.book(minor, self.capacity.warm) {
                 let pool = self.clone();
                 tokio::spawn(async move {
                     let id = pool.new_id("p");
@@ -743,17 +709,11 @@ impl ContainerPool {
                     let built = match WarmSandbox::start(&config).await {
                         Ok(warm) => warm.preload(&config).await,
                         Err(e) => Err(e),
-                    };
-                    let mut preloaded = pool.preloaded.lock().unwrap_or_else(|p| p.into_inner());
-                    let (ready, building) = preloaded.entry(minor).or_default();
-                    *building -= 1;
-                    match built {
-                        Ok(sandbox) => ready.push(sandbox),
-                        Err(e) => tracing::warn!(
-                            error = %e,
-                            "a warm python3.{minor} sandbox could not be built"
-                        ),
                     }
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, "a warm python3.{minor} sandbox could not be built")
+                    });
+                    pool.preloaded.finish(minor, built.ok(), || true);
                 });
             }
         }
@@ -772,12 +732,7 @@ impl ContainerPool {
 
     /// Warm sandboxes ready now, of every `/tmp` size.
     pub fn warm_count(&self) -> usize {
-        self.warm
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|(ready, _)| ready.len())
-            .sum()
+        self.warm.ready()
     }
 
     /// A sandbox for the snapshot's function: a claimed warm one, else one
@@ -881,30 +836,15 @@ impl ContainerPool {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(minor);
-        let taken = {
-            let mut preloaded = self.preloaded.lock().unwrap_or_else(|p| p.into_inner());
-            let ready = preloaded.get_mut(&minor).map(|(ready, _)| ready);
-            // One whose runtime died while it waited is of no use.
-            let mut dead = Vec::new();
-            let mut taken = None;
-            if let Some(ready) = ready {
-                while let Some(candidate) = ready.pop() {
-                    if candidate.is_alive() {
-                        taken = Some(candidate);
-                        break;
-                    }
-                    dead.push(candidate);
+        // One whose runtime died while it waited is of no use.
+        let (taken, dead) = self.preloaded.take_where(minor, Preloaded::is_alive);
+        if !dead.is_empty() {
+            tokio::spawn(async move {
+                for sandbox in dead {
+                    sandbox.discard().await;
                 }
-            }
-            if !dead.is_empty() {
-                tokio::spawn(async move {
-                    for sandbox in dead {
-                        sandbox.discard().await;
-                    }
-                });
-            }
-            taken
-        };
+            });
+        }
         // Also after builds failed: the pool tops itself up on every start.
         self.refill_preloaded();
         taken
@@ -1209,6 +1149,81 @@ impl ContainerPool {
             self.release(sandbox.memory_mb());
             sandbox.shutdown().await;
         }
+    }
+}
+
+/// Sandboxes built ahead, by kind (a `/tmp` size, a python version): those
+/// ready, and how many are being built, under one lock.
+struct Shelves<K, T> {
+    shelves: Mutex<HashMap<K, (Vec<T>, usize)>>,
+}
+
+impl<K, T> Default for Shelves<K, T> {
+    fn default() -> Self {
+        Shelves {
+            shelves: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, T> Shelves<K, T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (Vec<T>, usize)>> {
+        self.shelves.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Books the builds `key` lacks of `target`, ready or being built;
+    /// returns how many to build. Each must end in [`Shelves::finish`].
+    fn book(&self, key: K, target: usize) -> usize {
+        let mut shelves = self.lock();
+        let (ready, building) = shelves.entry(key).or_default();
+        let missing = target.saturating_sub(ready.len() + *building);
+        *building += missing;
+        missing
+    }
+
+    /// Ends a booked build: shelves what was built if `wanted` (asked under
+    /// the lock) says so, else hands it back.
+    fn finish(&self, key: K, built: Option<T>, wanted: impl FnOnce() -> bool) -> Option<T> {
+        let mut shelves = self.lock();
+        let (ready, building) = shelves.entry(key).or_default();
+        *building = building.saturating_sub(1);
+        match built {
+            Some(item) if wanted() => {
+                ready.push(item);
+                None
+            }
+            other => other,
+        }
+    }
+
+    /// The newest ready one of `key` that is `usable`, and those found
+    /// unusable on the way (taken off too).
+    fn take_where(&self, key: K, usable: impl Fn(&T) -> bool) -> (Option<T>, Vec<T>) {
+        let mut shelves = self.lock();
+        let mut unusable = Vec::new();
+        let Some((ready, _)) = shelves.get_mut(&key) else {
+            return (None, unusable);
+        };
+        while let Some(candidate) = ready.pop() {
+            if usable(&candidate) {
+                return (Some(candidate), unusable);
+            }
+            unusable.push(candidate);
+        }
+        (None, unusable)
+    }
+
+    /// Every ready one of `key`.
+    fn take_all(&self, key: K) -> Vec<T> {
+        self.lock()
+            .get_mut(&key)
+            .map(|(ready, _)| std::mem::take(ready))
+            .unwrap_or_default()
+    }
+
+    /// How many are ready, of every kind.
+    fn ready(&self) -> usize {
+        self.lock().values().map(|(ready, _)| ready.len()).sum()
     }
 }
 
