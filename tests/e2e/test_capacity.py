@@ -21,20 +21,61 @@ SANDBOXES_MAX = 2
 BUSY_S = 3
 
 
-def host(tmp_path, *args: str):
-    srv = NimbusServer(tmp_path / "data", tmp_path / "server.log", extra_args=("--warm-sandboxes", "1", *args))
-    try:
-        srv.start()
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    return srv
+@pytest.fixture
+def host(tmp_path):
+    """Starts a server of the test's own with the given `nimbus up` flags
+    (and a warm pool of one); it is stopped when the test ends."""
+    servers: list[NimbusServer] = []
+
+    def start(*args: str) -> NimbusServer:
+        srv = NimbusServer(tmp_path / "data", tmp_path / "server.log",
+                           extra_args=("--warm-sandboxes", "1", *args))
+        try:
+            servers.append(srv.start())
+        except RuntimeError as e:
+            pytest.fail(str(e), pytrace=False)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()
 
 
 @pytest.fixture
-def small_host(tmp_path):
-    srv = host(tmp_path, "--sandboxes-max", str(SANDBOXES_MAX))
-    yield srv
-    srv.stop()
+def small_host(host):
+    return host("--sandboxes-max", str(SANDBOXES_MAX))
+
+
+class Concurrently:
+    """Invocations run at once, each on a thread and a client of its own:
+    `start()` them, then `wait()` for what each got — its answer, or, for a
+    refused one, the error response (which has an "Error" member)."""
+
+    def __init__(self, url: str, names: list[str], event: bytes, stagger_s: float = 0.0):
+        self.outcomes: list[dict] = []
+        self.threads = [threading.Thread(target=self._call, args=(url, name, event)) for name in names]
+        self.stagger_s = stagger_s
+
+    def _call(self, url: str, name: str, event: bytes) -> None:
+        try:
+            self.outcomes.append(invoke_payload(lambda_client(url), name, event))
+        except botocore.exceptions.ClientError as e:
+            self.outcomes.append(e.response)
+
+    def start(self) -> "Concurrently":
+        for t in self.threads:
+            t.start()
+            time.sleep(self.stagger_s)
+        return self
+
+    def wait(self) -> list[dict]:
+        for t in self.threads:
+            t.join()
+        return self.outcomes
+
+
+def refused(outcomes: list[dict]) -> list[dict]:
+    return [o for o in outcomes if "Error" in o]
 
 
 def deploy(lam, name: str, memory_mb: int = 128) -> str:
@@ -66,167 +107,105 @@ def test_every_sandbox_busy_is_429_and_the_host_recovers(small_host):
     lam = lambda_client(small_host.url)
     busy = [deploy(lam, f"cap-busy-{i}") for i in range(SANDBOXES_MAX)]
     other = deploy(lam, "cap-other")
-    answers: dict[str, dict] = {}
-
-    def hold(name: str) -> None:
-        answers[name] = invoke_payload(lambda_client(small_host.url), name, sleep_event(BUSY_S))
-
-    holders = [threading.Thread(target=hold, args=(name,)) for name in busy]
-    for t in holders:
-        t.start()
+    holders = Concurrently(small_host.url, busy, sleep_event(BUSY_S)).start()
     time.sleep(BUSY_S / 3)  # both are in their handlers now
-    with pytest.raises(botocore.exceptions.ClientError) as refused:
+    with pytest.raises(botocore.exceptions.ClientError) as e:
         lam.invoke(FunctionName=other, Payload=b"{}")
-    err = refused.value.response
+    err = e.value.response
     assert err["ResponseMetadata"]["HTTPStatusCode"] == 429
     assert err["Error"]["Code"] == "TooManyRequestsException", err
     assert "busy" in err["Error"]["Message"]
-    for t in holders:
-        t.join()
-    for name in busy:
-        assert json.loads(answers[name]["Body"])["echo"] == {"do": "sleep", "seconds": BUSY_S}
+    answers = holders.wait()
+    assert not refused(answers) and len(answers) == len(busy), answers
+    for answer in answers:
+        assert json.loads(answer["Body"])["echo"] == {"do": "sleep", "seconds": BUSY_S}
     # Idle again: the refused function now starts by evicting one of them.
     assert json.loads(invoke_payload(lam, other, b'{"after":1}')["Body"])["echo"] == {"after": 1}
 
 
-def test_memory_is_a_limit_too_and_evicts_as_much_as_a_start_needs(tmp_path):
-    srv = host(tmp_path, "--sandbox-memory-mb", "256")
-    try:
-        lam = lambda_client(srv.url)
-        small = [deploy(lam, f"mem-small-{i}", 128) for i in range(2)]
-        big = deploy(lam, "mem-big", 256)
-        for name in small:
-            invoke_payload(lam, name, b"{}")
-        assert all(tier_of(invoke_payload(lam, n, b"{}")) == "hot" for n in small), "256 MB hold both"
-        # 256 MB more: both idle sandboxes must go.
-        assert json.loads(invoke_payload(lam, big, b'{"big":1}')["Body"])["echo"] == {"big": 1}
-        assert tier_of(invoke_payload(lam, big, b"{}")) == "hot"
-        assert tier_of(invoke_payload(lam, small[0], b"{}")) != "hot", "evicted for the big one"
-        # Both small ones idle (256 MB): the big one evicts them again, and
-        # while it is busy it holds all the memory, with nothing to evict.
-        invoke_payload(lam, small[1], b"{}")
-        holder = threading.Thread(target=invoke_payload,
-                                  args=(lambda_client(srv.url), big, sleep_event(BUSY_S)))
-        holder.start()
-        time.sleep(BUSY_S / 3)
-        with pytest.raises(botocore.exceptions.ClientError) as refused:
-            lam.invoke(FunctionName=small[1], Payload=b"{}")
-        assert refused.value.response["Error"]["Code"] == "TooManyRequestsException"
-        holder.join()
-        # A function larger than the host can never start, and says so.
-        huge = deploy(lam, "mem-huge", 512)
-        with pytest.raises(botocore.exceptions.ClientError) as refused:
-            lam.invoke(FunctionName=huge, Payload=b"{}")
-        assert refused.value.response["Error"]["Code"] == "TooManyRequestsException"
-        assert tier_of(invoke_payload(lam, big, b"{}")) == "hot", "a refused start evicts nothing"
-    finally:
-        srv.stop()
-
-
-def test_idle_sandboxes_are_recycled_after_the_idle_time(tmp_path):
-    srv = host(tmp_path, "--idle-recycle-s", "1")
-    try:
-        lam = lambda_client(srv.url)
-        name = deploy(lam, "idle")
+def test_memory_is_a_limit_too_and_evicts_as_much_as_a_start_needs(host):
+    srv = host("--sandbox-memory-mb", "256")
+    lam = lambda_client(srv.url)
+    small = [deploy(lam, f"mem-small-{i}", 128) for i in range(2)]
+    big = deploy(lam, "mem-big", 256)
+    for name in small:
         invoke_payload(lam, name, b"{}")
-        assert tier_of(invoke_payload(lam, name, b"{}")) == "hot"
-        time.sleep(2.5)
-        assert tier_of(invoke_payload(lam, name, b"{}")) != "hot", "recycled after a second idle"
-    finally:
-        srv.stop()
+    assert all(tier_of(invoke_payload(lam, n, b"{}")) == "hot" for n in small), "256 MB hold both"
+    # 256 MB more: both idle sandboxes must go.
+    assert json.loads(invoke_payload(lam, big, b'{"big":1}')["Body"])["echo"] == {"big": 1}
+    assert tier_of(invoke_payload(lam, big, b"{}")) == "hot"
+    assert tier_of(invoke_payload(lam, small[0], b"{}")) != "hot", "evicted for the big one"
+    # Both small ones idle (256 MB): the big one evicts them again, and
+    # while it is busy it holds all the memory, with nothing to evict.
+    invoke_payload(lam, small[1], b"{}")
+    holder = Concurrently(srv.url, [big], sleep_event(BUSY_S)).start()
+    time.sleep(BUSY_S / 3)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lam.invoke(FunctionName=small[1], Payload=b"{}")
+    assert e.value.response["Error"]["Code"] == "TooManyRequestsException"
+    assert not refused(holder.wait())
+    # A function larger than the host can never start, and says so.
+    huge = deploy(lam, "mem-huge", 512)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lam.invoke(FunctionName=huge, Payload=b"{}")
+    assert e.value.response["Error"]["Code"] == "TooManyRequestsException"
+    assert tier_of(invoke_payload(lam, big, b"{}")) == "hot", "a refused start evicts nothing"
 
 
-def test_a_forecast_keeps_sandboxes_ready_for_a_busy_function(tmp_path):
+def test_idle_sandboxes_are_recycled_after_the_idle_time(host):
+    lam = lambda_client(host("--idle-recycle-s", "1").url)
+    name = deploy(lam, "idle")
+    invoke_payload(lam, name, b"{}")
+    assert tier_of(invoke_payload(lam, name, b"{}")) == "hot"
+    time.sleep(2.5)
+    assert tier_of(invoke_payload(lam, name, b"{}")) != "hot", "recycled after a second idle"
+
+
+def test_a_forecast_keeps_sandboxes_ready_for_a_busy_function(host):
     # Idle sandboxes go after a second, unless a function's forecast (its
     # recent arrivals times their duration) wants them kept; pre-warming
     # runs every second.
-    srv = host(tmp_path, "--idle-recycle-s", "1", "--prewarm-interval-s", "1")
-    try:
-        lam = lambda_client(srv.url)
-        busy, quiet = deploy(lam, "busy"), deploy(lam, "quiet")
-        invoke_payload(lam, quiet, b"{}")
-        for _ in range(8):
-            callers = [threading.Thread(target=invoke_payload,
-                                        args=(lambda_client(srv.url), busy, sleep_event(0.5)))
-                       for _ in range(3)]
-            for t in callers:
-                t.start()
-            for t in callers:
-                t.join()
-        time.sleep(3)
-        tiers: list[str] = []
-
-        def call() -> None:
-            tiers.append(tier_of(invoke_payload(lambda_client(srv.url), busy, sleep_event(0.5))))
-
-        callers = [threading.Thread(target=call) for _ in range(2)]
-        for t in callers:
-            t.start()
-        for t in callers:
-            t.join()
-        assert tiers == ["hot", "hot"], f"kept for the forecast past the idle time: {tiers}"
-        assert tier_of(invoke_payload(lam, quiet, b"{}")) != "hot", "a function called once is not"
-    finally:
-        srv.stop()
+    srv = host("--idle-recycle-s", "1", "--prewarm-interval-s", "1")
+    lam = lambda_client(srv.url)
+    busy, quiet = deploy(lam, "busy"), deploy(lam, "quiet")
+    invoke_payload(lam, quiet, b"{}")
+    for _ in range(8):
+        assert not refused(Concurrently(srv.url, [busy] * 3, sleep_event(0.5)).start().wait())
+    time.sleep(3)
+    answers = Concurrently(srv.url, [busy] * 2, sleep_event(0.5)).start().wait()
+    tiers = [tier_of(a) for a in answers]
+    assert tiers == ["hot", "hot"], f"kept for the forecast past the idle time: {tiers}"
+    assert tier_of(invoke_payload(lam, quiet, b"{}")) != "hot", "a function called once is not"
 
 
-def test_a_function_adds_sandboxes_no_faster_than_its_burst_limit(tmp_path):
-    srv = host(tmp_path, "--burst-limit", "2")
-    try:
-        lam = lambda_client(srv.url)
-        name = deploy(lam, "bursty")
-        outcomes: list = []
-
-        def call() -> None:
-            try:
-                outcomes.append(invoke_payload(lambda_client(srv.url), name, sleep_event(1.5))["StatusCode"])
-            except botocore.exceptions.ClientError as e:
-                outcomes.append(e.response)
-
-        callers = [threading.Thread(target=call) for _ in range(3)]
-        for t in callers:
-            t.start()
-        for t in callers:
-            t.join()
-        refused = [o for o in outcomes if isinstance(o, dict)]
-        assert sorted(o for o in outcomes if isinstance(o, int)) == [200, 200], outcomes
-        assert len(refused) == 1, outcomes
-        assert refused[0]["Error"]["Code"] == "TooManyRequestsException"
-        assert refused[0]["Reason"] == "FunctionInvocationRateLimitExceeded", refused[0]
-        # The two it did add serve on, hot, with no new sandbox needed.
-        assert tier_of(invoke_payload(lam, name, b"{}")) == "hot"
-    finally:
-        srv.stop()
+def test_a_function_adds_sandboxes_no_faster_than_its_burst_limit(host):
+    srv = host("--burst-limit", "2")
+    lam = lambda_client(srv.url)
+    name = deploy(lam, "bursty")
+    outcomes = Concurrently(srv.url, [name] * 3, sleep_event(1.5)).start().wait()
+    shed = refused(outcomes)
+    assert [o["StatusCode"] for o in outcomes if "Error" not in o] == [200, 200], outcomes
+    assert len(shed) == 1, outcomes
+    assert shed[0]["Error"]["Code"] == "TooManyRequestsException"
+    assert shed[0]["Reason"] == "FunctionInvocationRateLimitExceeded", shed[0]
+    # The two it did add serve on, hot, with no new sandbox needed.
+    assert tier_of(invoke_payload(lam, name, b"{}")) == "hot"
 
 
-def test_one_function_cannot_take_the_last_sandboxes_while_another_needs_them(tmp_path):
+def test_one_function_cannot_take_the_last_sandboxes_while_another_needs_them(host):
     # 8 sandboxes, an eighth of them headroom: a function alone may fill the
     # host, but once another function is active it leaves the headroom.
-    srv = host(tmp_path, "--sandboxes-max", "8")
-    try:
-        lam = lambda_client(srv.url)
-        flood, other = deploy(lam, "flood"), deploy(lam, "other")
-        assert json.loads(invoke_payload(lam, other, b'{"n":1}')["Body"])["echo"] == {"n": 1}
-        outcomes: list = []
-
-        def hold() -> None:
-            try:
-                outcomes.append(invoke_payload(lambda_client(srv.url), flood, sleep_event(BUSY_S))["StatusCode"])
-            except botocore.exceptions.ClientError as e:
-                outcomes.append(e.response)
-
-        holders = [threading.Thread(target=hold) for _ in range(8)]
-        for t in holders:
-            t.start()
-            time.sleep(0.05)
-        time.sleep(BUSY_S / 3)
-        # The other function still finds a sandbox while the flood holds its most.
-        assert json.loads(invoke_payload(lam, other, b'{"n":2}')["Body"])["echo"] == {"n": 2}
-        for t in holders:
-            t.join()
-        refused = [o for o in outcomes if isinstance(o, dict)]
-        assert outcomes.count(200) == 7 and len(refused) == 1, outcomes
-        assert refused[0]["Error"]["Code"] == "TooManyRequestsException"
-        assert "fair share" in refused[0]["Error"]["Message"], refused[0]
-    finally:
-        srv.stop()
+    srv = host("--sandboxes-max", "8")
+    lam = lambda_client(srv.url)
+    flood, other = deploy(lam, "flood"), deploy(lam, "other")
+    assert json.loads(invoke_payload(lam, other, b'{"n":1}')["Body"])["echo"] == {"n": 1}
+    holders = Concurrently(srv.url, [flood] * 8, sleep_event(BUSY_S), stagger_s=0.05).start()
+    time.sleep(BUSY_S / 3)
+    # The other function still finds a sandbox while the flood holds its most.
+    assert json.loads(invoke_payload(lam, other, b'{"n":2}')["Body"])["echo"] == {"n": 2}
+    outcomes = holders.wait()
+    shed = refused(outcomes)
+    assert len(outcomes) - len(shed) == 7 and len(shed) == 1, outcomes
+    assert all(o["StatusCode"] == 200 for o in outcomes if "Error" not in o), outcomes
+    assert shed[0]["Error"]["Code"] == "TooManyRequestsException"
+    assert "fair share" in shed[0]["Error"]["Message"], shed[0]
