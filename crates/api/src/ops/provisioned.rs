@@ -168,16 +168,7 @@ impl Platform {
         function: &str,
     ) -> Result<Vec<ProvisionedRecord>, ApiError> {
         let (worker, tenant, function) = (self.clone(), tenant.to_string(), function.to_string());
-        blocking(move || {
-            Ok(worker
-                .store
-                .all_provisioned()?
-                .into_iter()
-                .filter(|(t, r)| *t == tenant && r.function == function)
-                .map(|(_, r)| r)
-                .collect())
-        })
-        .await
+        blocking(move || Ok(worker.store.provisioned_of(&tenant, &function)?)).await
     }
 }
 

@@ -205,6 +205,13 @@ pub trait FunctionStore: Send + Sync {
     /// Every provisioned-concurrency configuration, as (tenant, record), by
     /// function and qualifier.
     fn all_provisioned(&self) -> Result<Vec<(String, ProvisionedRecord)>, StoreError>;
+
+    /// One function's provisioned-concurrency configurations, by qualifier.
+    fn provisioned_of(
+        &self,
+        tenant: &str,
+        function: &str,
+    ) -> Result<Vec<ProvisionedRecord>, StoreError>;
 }
 
 /// A provisioned-concurrency configuration: instances of one version (or

@@ -420,27 +420,20 @@ impl FunctionStore for SqliteStore {
     }
 
     fn all_provisioned(&self) -> Result<Vec<(String, ProvisionedRecord)>, StoreError> {
-        let conn = self.conn();
-        let mut statement = conn
-            .prepare(
-                "SELECT tenant, name, qualifier, requested, last_modified FROM provisioned
-                 ORDER BY tenant, name, qualifier",
-            )
-            .map_err(engine)?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((
-                    row.get(0)?,
-                    ProvisionedRecord {
-                        function: row.get(1)?,
-                        qualifier: row.get(2)?,
-                        requested: row.get(3)?,
-                        last_modified: row.get(4)?,
-                    },
-                ))
-            })
-            .map_err(engine)?;
-        rows.collect::<Result<_, _>>().map_err(engine)
+        provisioned_where(&self.conn(), "", [])
+    }
+
+    fn provisioned_of(
+        &self,
+        tenant: &str,
+        function: &str,
+    ) -> Result<Vec<ProvisionedRecord>, StoreError> {
+        let rows = provisioned_where(
+            &self.conn(),
+            "WHERE tenant = ?1 AND name = ?2",
+            params![tenant, function],
+        )?;
+        Ok(rows.into_iter().map(|(_, record)| record).collect())
     }
 
     fn all_reserved_concurrency(&self) -> Result<Vec<(String, String, u32)>, StoreError> {
@@ -453,6 +446,35 @@ impl FunctionStore for SqliteStore {
             .map_err(engine)?;
         rows.collect::<Result<_, _>>().map_err(engine)
     }
+}
+
+/// Provisioned-concurrency configurations matching `filter` (a `WHERE`
+/// clause, or nothing), as (tenant, record), by function and qualifier.
+fn provisioned_where(
+    conn: &Connection,
+    filter: &str,
+    values: impl rusqlite::Params,
+) -> Result<Vec<(String, ProvisionedRecord)>, StoreError> {
+    let mut statement = conn
+        .prepare(&format!(
+            "SELECT tenant, name, qualifier, requested, last_modified FROM provisioned {filter}
+             ORDER BY tenant, name, qualifier"
+        ))
+        .map_err(engine)?;
+    let rows = statement
+        .query_map(values, |row| {
+            Ok((
+                row.get(0)?,
+                ProvisionedRecord {
+                    function: row.get(1)?,
+                    qualifier: row.get(2)?,
+                    requested: row.get(3)?,
+                    last_modified: row.get(4)?,
+                },
+            ))
+        })
+        .map_err(engine)?;
+    rows.collect::<Result<_, _>>().map_err(engine)
 }
 
 #[cfg(test)]
@@ -571,6 +593,12 @@ mod tests {
                 ("t".into(), config("live", 3))
             ]
         );
+        assert_eq!(
+            s.provisioned_of("t", "f").unwrap(),
+            [config("1", 4), config("live", 3)]
+        );
+        assert!(s.provisioned_of("t", "g").unwrap().is_empty());
+        assert!(s.provisioned_of("u", "f").unwrap().is_empty());
         assert!(s.delete_provisioned("t", "f", "live").unwrap());
         assert!(!s.delete_provisioned("t", "f", "live").unwrap());
         s.delete("t", "f").unwrap();
