@@ -30,6 +30,27 @@ from support import (
 # --- the server ----------------------------------------------------------------
 
 
+@pytest.fixture
+def own_server(tmp_path):
+    """Starts a server of the test's own: own_server(*flags of `nimbus up`).
+    Every start uses the same data dir, so a second one is a restart; all
+    are stopped when the test ends."""
+    servers: list[NimbusServer] = []
+
+    def start(*flags: str) -> NimbusServer:
+        srv = NimbusServer(tmp_path / "data", tmp_path / "server.log", extra_args=flags)
+        try:
+            servers.append(srv.start())
+        except RuntimeError as e:
+            pytest.fail(str(e), pytrace=False)
+        return srv
+
+    yield start
+    for srv in servers:
+        if srv.alive():
+            srv.stop()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("nimbus")

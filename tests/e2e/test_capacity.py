@@ -13,7 +13,7 @@ import time
 import botocore.exceptions
 import pytest
 
-from support import ROLE, NimbusServer, invoke_payload, lambda_client
+from support import ROLE, invoke_payload, lambda_client
 from test_provided import bootstrap_zip, tier_of
 
 SANDBOXES_MAX = 2
@@ -22,23 +22,9 @@ BUSY_S = 3
 
 
 @pytest.fixture
-def host(tmp_path):
-    """Starts a server of the test's own with the given `nimbus up` flags
-    (and a warm pool of one); it is stopped when the test ends."""
-    servers: list[NimbusServer] = []
-
-    def start(*args: str) -> NimbusServer:
-        srv = NimbusServer(tmp_path / "data", tmp_path / "server.log",
-                           extra_args=("--warm-sandboxes", "1", *args))
-        try:
-            servers.append(srv.start())
-        except RuntimeError as e:
-            pytest.fail(str(e), pytrace=False)
-        return srv
-
-    yield start
-    for srv in servers:
-        srv.stop()
+def host(own_server):
+    """A server of the test's own with the given flags and a warm pool of one."""
+    return lambda *flags: own_server("--warm-sandboxes", "1", *flags)
 
 
 @pytest.fixture

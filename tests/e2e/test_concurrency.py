@@ -12,7 +12,7 @@ import time
 import botocore.exceptions
 import pytest
 
-from support import ROLE, NimbusServer, assert_client_error, invoke_payload, lambda_client
+from support import ROLE, assert_client_error, invoke_payload, lambda_client, make_zip
 from test_provided import bootstrap_zip
 
 ACCOUNT_CONCURRENCY = 1_000
@@ -121,32 +121,23 @@ def test_the_aws_cli_manages_reservations(aws, lam, functions, guests):
     assert lam.get_function_concurrency(FunctionName=name).get("ReservedConcurrentExecutions") is None
 
 
-def test_reservations_survive_a_restart_and_die_with_their_function(tmp_path, guests):
-    from support import make_zip
-
-    data = tmp_path / "data"
-    srv = NimbusServer(data, tmp_path / "server.log",
-                       extra_args=("--account-concurrency", "150")).start()
-    try:
-        lam = lambda_client(srv.url)
-        package = {"ZipFile": make_zip({"echo.wasm": guests["echo"]})}
-        for name in ("kept", "deleted"):
-            lam.create_function(FunctionName=name, Runtime="wasm", Role=ROLE, Code=package)
-        assert lam.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 150
-        lam.put_function_concurrency(FunctionName="kept", ReservedConcurrentExecutions=30)
-        lam.put_function_concurrency(FunctionName="deleted", ReservedConcurrentExecutions=20)
-        with pytest.raises(botocore.exceptions.ClientError) as e:
-            lam.put_function_concurrency(FunctionName="deleted", ReservedConcurrentExecutions=21)
-        assert_client_error(e, "InvalidParameterValueException", 400)
-        lam.delete_function(FunctionName="deleted")
-        srv.stop()
-        srv = NimbusServer(data, tmp_path / "server.log",
-                           extra_args=("--account-concurrency", "150")).start()
-        lam = lambda_client(srv.url)
-        assert lam.get_function_concurrency(FunctionName="kept")["ReservedConcurrentExecutions"] == 30
-        assert lam.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == 120
-        # A function made again under a deleted one's name starts with none.
-        lam.create_function(FunctionName="deleted", Runtime="wasm", Role=ROLE, Code=package)
-        assert lam.get_function_concurrency(FunctionName="deleted").get("ReservedConcurrentExecutions") is None
-    finally:
-        srv.stop()
+def test_reservations_survive_a_restart_and_die_with_their_function(own_server, guests):
+    srv = own_server("--account-concurrency", "150")
+    lam = lambda_client(srv.url)
+    package = {"ZipFile": make_zip({"echo.wasm": guests["echo"]})}
+    for name in ("kept", "deleted"):
+        lam.create_function(FunctionName=name, Runtime="wasm", Role=ROLE, Code=package)
+    assert lam.get_account_settings()["AccountLimit"]["ConcurrentExecutions"] == 150
+    lam.put_function_concurrency(FunctionName="kept", ReservedConcurrentExecutions=30)
+    lam.put_function_concurrency(FunctionName="deleted", ReservedConcurrentExecutions=20)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lam.put_function_concurrency(FunctionName="deleted", ReservedConcurrentExecutions=21)
+    assert_client_error(e, "InvalidParameterValueException", 400)
+    lam.delete_function(FunctionName="deleted")
+    srv.stop()
+    lam = lambda_client(own_server("--account-concurrency", "150").url)
+    assert lam.get_function_concurrency(FunctionName="kept")["ReservedConcurrentExecutions"] == 30
+    assert lam.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == 120
+    # A function made again under a deleted one's name starts with none.
+    lam.create_function(FunctionName="deleted", Runtime="wasm", Role=ROLE, Code=package)
+    assert lam.get_function_concurrency(FunctionName="deleted").get("ReservedConcurrentExecutions") is None

@@ -10,7 +10,7 @@ import time
 import botocore.exceptions
 import pytest
 
-from support import ROLE, NimbusServer, assert_client_error, invoke_payload, lambda_client, log_of, make_zip
+from support import ROLE, assert_client_error, invoke_payload, lambda_client, log_of
 from test_provided import bootstrap_zip, tier_of
 
 READY_TIMEOUT_S = 30.0
@@ -32,20 +32,10 @@ def provided_version(lam, name: str) -> str:
 
 
 @pytest.fixture
-def fresh(tmp_path):
-    """A server of the test's own, with a one-second idle time."""
-    servers = []
-
-    def start(data=None) -> NimbusServer:
-        srv = NimbusServer(data or tmp_path / "data", tmp_path / "server.log",
-                           extra_args=("--idle-recycle-s", "1")).start()
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        if srv.alive():
-            srv.stop()
+def fresh(own_server):
+    """A server of the test's own (a second call restarts it on the same
+    data dir), with a one-second idle time."""
+    return lambda: own_server("--idle-recycle-s", "1")
 
 
 def test_provisioned_instances_are_ready_before_the_first_invocation_and_kept(fresh):
@@ -81,7 +71,7 @@ def test_provisioned_instances_are_ready_before_the_first_invocation_and_kept(fr
     assert tier_of(invoke_payload(lam, f"prov:{version}", b"{}")) != "hot"
 
 
-def test_provisioned_concurrency_on_an_alias_and_after_a_restart(fresh, tmp_path):
+def test_provisioned_concurrency_on_an_alias_and_after_a_restart(fresh):
     srv = fresh()
     lam = lambda_client(srv.url)
     version = provided_version(lam, "aliased")
@@ -101,7 +91,7 @@ def test_provisioned_concurrency_on_an_alias_and_after_a_restart(fresh, tmp_path
     assert tier_of(invoke_payload(lam, f"aliased:{version}", b"{}")) != "hot", "the old version's are let go"
     assert tier_of(invoke_payload(lam, "aliased:live", b"{}")) == "hot"
     srv.stop()
-    lam = lambda_client(fresh(tmp_path / "data").url)
+    lam = lambda_client(fresh().url)
     ready = wait_ready(lam, "aliased", "live")
     assert ready["Status"] == "READY" and ready["RequestedProvisionedConcurrentExecutions"] == 1, ready
     assert tier_of(invoke_payload(lam, "aliased:live", b"{}")) == "hot", "provisioned again at start-up"
@@ -160,7 +150,7 @@ def test_a_container_function_cannot_pin_more_than_the_host_holds(lam, functions
     assert "more than this host's 64 sandboxes" in assert_client_error(e, "InvalidParameterValueException", 400)
 
 
-def test_the_aws_cli_sets_and_reads_provisioned_concurrency(aws, lam, functions, guests, tmp_path):
+def test_the_aws_cli_sets_and_reads_provisioned_concurrency(aws, lam, functions, guests):
     name = functions.create(guests["echo"])["FunctionName"]
     version = lam.publish_version(FunctionName=name)["Version"]
     put = aws("put-provisioned-concurrency-config", "--function-name", name, "--qualifier", version,
