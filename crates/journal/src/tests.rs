@@ -1,0 +1,399 @@
+//! The journal's rules, in injected time.
+
+use super::*;
+
+const T0: i64 = 1_800_000_000_000;
+
+fn invocation(function: &str, key: Option<&str>) -> NewInvocation {
+    NewInvocation {
+        tenant: "111122223333".into(),
+        function: function.into(),
+        qualifier: "$LATEST".into(),
+        version: "$LATEST".into(),
+        payload: br#"{"n": 1}"#.to_vec(),
+        idempotency_key: key.map(str::to_string),
+    }
+}
+
+fn open(dir: &Path, config: JournalConfig) -> Journal {
+    Journal::open(&dir.join("async.db"), config, T0).unwrap().0
+}
+
+/// Claims every due invocation with `lease_ms`.
+async fn claim_all(j: &Journal, now: i64, lease_ms: i64) -> Vec<Claimed> {
+    let picks = j
+        .due(now, 100)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.seq, lease_ms))
+        .collect();
+    j.claim(picks, now).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_accepted_invocation_is_claimed_once_and_its_success_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), JournalConfig::default());
+    let id = j.accept(invocation("f", None), T0).await.unwrap();
+    let Accepted::New { id } = id else {
+        panic!("{id:?}")
+    };
+    let claimed = claim_all(&j, T0, 1_000).await;
+    assert_eq!(claimed.len(), 1);
+    let c = &claimed[0];
+    assert_eq!((c.id.as_str(), c.epoch, c.attempt), (id.as_str(), 1, 1));
+    assert_eq!(c.invocation, invocation("f", None));
+    assert!(
+        claim_all(&j, T0 + 10, 1_000).await.is_empty(),
+        "a leased invocation is not due"
+    );
+    let done = j.end(c.seq, c.epoch, Ending::Succeeded, T0 + 20).await;
+    assert_eq!(done.unwrap(), Completion::Accepted);
+    let status = j.status("111122223333", &id).unwrap().unwrap();
+    assert_eq!(status.state, State::Succeeded);
+    assert_eq!(status.attempts, 1);
+    assert_eq!(status.history.len(), 1);
+    assert_eq!(status.history[0].outcome.as_deref(), Some("succeeded"));
+    assert_eq!(status.history[0].ended_at_ms, Some(T0 + 20));
+    assert!(
+        j.status("999999999999", &id).unwrap().is_none(),
+        "another tenant's"
+    );
+    assert!(claim_all(&j, T0 + 1_000_000, 1_000).await.is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_accepts_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Arc::new(open(dir.path(), JournalConfig::default()));
+    let before = j.batches();
+    let tasks: Vec<_> = (0..500)
+        .map(|i| {
+            let j = j.clone();
+            tokio::spawn(
+                async move { j.accept(invocation(&format!("f{}", i % 7), None), T0).await },
+            )
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap().unwrap().id().to_string());
+    }
+    assert_eq!(ids.len(), 500, "every accept got an id of its own");
+    let batches = j.batches() - before;
+    assert!(batches < 500, "500 accepts took {batches} commits");
+    assert_eq!(j.due(T0, 1_000).unwrap().len(), 500);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_maps_to_one_invocation_per_function_within_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), JournalConfig::default());
+    let first = j.accept(invocation("f", Some("k1")), T0).await.unwrap();
+    assert!(matches!(first, Accepted::New { .. }));
+    let again = j
+        .accept(invocation("f", Some("k1")), T0 + 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Accepted::Repeat {
+            id: first.id().to_string()
+        }
+    );
+    let other_function = j.accept(invocation("g", Some("k1")), T0).await.unwrap();
+    assert!(matches!(other_function, Accepted::New { .. }));
+    assert_eq!(
+        j.due(T0 + 1_000, 10).unwrap().len(),
+        2,
+        "the repeat stored nothing"
+    );
+    let later = j
+        .accept(invocation("f", Some("k1")), T0 + IDEMPOTENCY_WINDOW_MS + 1)
+        .await
+        .unwrap();
+    assert!(
+        matches!(later, Accepted::New { .. }),
+        "the window has passed"
+    );
+    assert_ne!(later.id(), first.id());
+}
+
+#[tokio::test]
+async fn a_stale_owner_cannot_complete_after_its_lease_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), JournalConfig::default());
+    let id = j.accept(invocation("f", None), T0).await.unwrap();
+    let first = claim_all(&j, T0, 100).await.remove(0);
+    // The first owner stalls past its lease; the invocation is claimed again.
+    let second = claim_all(&j, T0 + 100, 100).await.remove(0);
+    assert_eq!((first.epoch, second.epoch), (1, 2));
+    assert_eq!(second.attempt, 2);
+    let late = j
+        .end(first.seq, first.epoch, Ending::Succeeded, T0 + 150)
+        .await;
+    assert_eq!(late.unwrap(), Completion::Stale);
+    assert_eq!(j.stale_endings(), 1);
+    let status = j.status("111122223333", id.id()).unwrap().unwrap();
+    assert_eq!(
+        status.state,
+        State::Running,
+        "the stale ending changed nothing"
+    );
+    let owner = j
+        .end(second.seq, second.epoch, Ending::Succeeded, T0 + 160)
+        .await;
+    assert_eq!(owner.unwrap(), Completion::Accepted);
+    let status = j.status("111122223333", id.id()).unwrap().unwrap();
+    let outcomes: Vec<_> = status
+        .history
+        .iter()
+        .map(|a| a.outcome.as_deref())
+        .collect();
+    assert_eq!(outcomes, [Some("stale"), Some("succeeded")]);
+    assert_eq!(status.state, State::Succeeded);
+    // Once ended, even the owner's second ending is stale.
+    let twice = j
+        .end(second.seq, second.epoch, Ending::Succeeded, T0 + 170)
+        .await;
+    assert_eq!(twice.unwrap(), Completion::Stale);
+}
+
+#[tokio::test]
+async fn retries_wait_until_due_and_throttles_do_not_use_up_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), JournalConfig::default());
+    let id = j.accept(invocation("f", None), T0).await.unwrap();
+    let c = claim_all(&j, T0, 1_000).await.remove(0);
+    let throttled = Ending::Throttled {
+        due_at_ms: T0 + 50,
+        reason: "TooManyRequestsException".into(),
+    };
+    j.end(c.seq, c.epoch, throttled, T0 + 1).await.unwrap();
+    assert!(
+        claim_all(&j, T0 + 49, 1_000).await.is_empty(),
+        "not yet due"
+    );
+    let c = claim_all(&j, T0 + 50, 1_000).await.remove(0);
+    assert_eq!(c.attempt, 1, "the throttled attempt never ran");
+    let retry = Ending::Retry {
+        due_at_ms: T0 + 500,
+        error: "Unhandled: boom".into(),
+    };
+    j.end(c.seq, c.epoch, retry, T0 + 60).await.unwrap();
+    let status = j.status("111122223333", id.id()).unwrap().unwrap();
+    assert_eq!(
+        (status.state, status.attempts, status.due_at_ms),
+        (State::Retrying, 1, T0 + 500)
+    );
+    assert_eq!(status.last_error.as_deref(), Some("Unhandled: boom"));
+    let c = claim_all(&j, T0 + 500, 1_000).await.remove(0);
+    assert_eq!(c.attempt, 2);
+    let failed = Ending::Failed {
+        condition: "RetriesExhausted".into(),
+        error: "Unhandled: boom".into(),
+        dead_lettered: false,
+    };
+    j.end(c.seq, c.epoch, failed, T0 + 600).await.unwrap();
+    let status = j.status("111122223333", id.id()).unwrap().unwrap();
+    assert_eq!(status.state, State::Failed);
+    assert_eq!(status.condition.as_deref(), Some("RetriesExhausted"));
+    assert_eq!(j.next_due_ms().unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_full_backlog_refuses_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        backlog_per_tenant: 2,
+        ..JournalConfig::default()
+    };
+    let j = open(dir.path(), config.clone());
+    j.accept(invocation("f", None), T0).await.unwrap();
+    j.accept(invocation("f", None), T0).await.unwrap();
+    let refused = j.accept(invocation("f", Some("k")), T0).await;
+    assert_eq!(refused, Err(AcceptError::Backlog { limit: 2 }));
+    let mut other = invocation("f", None);
+    other.tenant = "444455556666".into();
+    assert!(
+        j.accept(other, T0).await.is_ok(),
+        "another tenant's backlog is its own"
+    );
+    let c = claim_all(&j, T0, 1_000).await;
+    j.end(c[0].seq, c[0].epoch, Ending::Succeeded, T0)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            j.accept(invocation("f", Some("k")), T0).await,
+            Ok(Accepted::New { .. })
+        ),
+        "a finished invocation frees its place; the refused key was not kept"
+    );
+    drop(j);
+    // The count is rebuilt from the store.
+    let j = open(dir.path(), config);
+    assert!(j.accept(invocation("f", None), T0).await.is_err());
+}
+
+#[tokio::test]
+async fn a_reopened_journal_still_has_every_invocation_and_reruns_interrupted_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), JournalConfig::default());
+    let running = j.accept(invocation("f", None), T0).await.unwrap();
+    claim_all(&j, T0, 60_000).await;
+    let waiting = j.accept(invocation("g", None), T0 + 1).await.unwrap();
+    drop(j);
+    let (j, recovery) = Journal::open(
+        &dir.path().join("async.db"),
+        JournalConfig::default(),
+        T0 + 2,
+    )
+    .unwrap();
+    assert_eq!(
+        recovery,
+        Recovery {
+            unfinished: 2,
+            interrupted: 1,
+            quarantined: 0
+        }
+    );
+    let claimed = claim_all(&j, T0 + 2, 60_000).await;
+    let mut ids: Vec<_> = claimed.iter().map(|c| c.id.as_str()).collect();
+    ids.sort();
+    let mut want = [running.id(), waiting.id()];
+    want.sort();
+    assert_eq!(ids, want, "the interrupted one did not wait out its lease");
+    let rerun = claimed.iter().find(|c| c.id == running.id()).unwrap();
+    assert_eq!(rerun.epoch, 2);
+    let status = j.status("111122223333", running.id()).unwrap().unwrap();
+    assert_eq!(status.history[0].outcome.as_deref(), Some("lost"));
+}
+
+fn tamper(dir: &Path, sql: &str) {
+    let conn = Connection::open(dir.join("async.db")).unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
+#[tokio::test]
+async fn a_damaged_record_stops_the_start_until_repair_quarantines_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), JournalConfig::default());
+    let hit = j.accept(invocation("f", None), T0).await.unwrap();
+    let intact = j.accept(invocation("g", None), T0).await.unwrap();
+    drop(j);
+    tamper(
+        dir.path(),
+        &format!(
+            "UPDATE invocations SET payload = X'7b226e223a20327d' WHERE id = '{}'",
+            hit.id()
+        ),
+    );
+    let path = dir.path().join("async.db");
+    let refused = Journal::open(&path, JournalConfig::default(), T0)
+        .err()
+        .unwrap();
+    let message = refused.to_string();
+    assert!(matches!(refused, JournalError::Damaged { .. }), "{message}");
+    assert!(
+        message.contains(hit.id()) && message.contains("checksum"),
+        "{message}"
+    );
+    let repair = JournalConfig {
+        repair: true,
+        ..JournalConfig::default()
+    };
+    let (j, recovery) = Journal::open(&path, repair, T0).unwrap();
+    assert_eq!(recovery.quarantined, 1);
+    let due = j.due(T0, 10).unwrap();
+    assert_eq!(due.len(), 1, "the damaged one is never run");
+    assert_eq!(
+        j.status("111122223333", intact.id())
+            .unwrap()
+            .unwrap()
+            .function,
+        "g"
+    );
+    assert!(j.status("111122223333", hit.id()).unwrap().is_none());
+    drop(j);
+    assert!(
+        Journal::open(&path, JournalConfig::default(), T0).is_ok(),
+        "repaired, it opens"
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_dispatch_state_is_caught_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), JournalConfig::default());
+    let id = j.accept(invocation("f", None), T0).await.unwrap();
+    drop(j);
+    tamper(
+        dir.path(),
+        &format!(
+            "UPDATE invocations SET state = 'succeeded' WHERE id = '{}'",
+            id.id()
+        ),
+    );
+    let refused = Journal::open(&dir.path().join("async.db"), JournalConfig::default(), T0);
+    assert!(matches!(refused, Err(JournalError::Damaged { .. })));
+}
+
+#[tokio::test]
+async fn lost_acknowledged_invocations_are_detected_by_the_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), JournalConfig::default());
+    for _ in 0..3 {
+        j.accept(invocation("f", None), T0).await.unwrap();
+    }
+    drop(j);
+    // What WAL recovery does to a damaged tail: the last commit is gone,
+    // and what is left is consistent.
+    tamper(
+        dir.path(),
+        "DELETE FROM invocations WHERE seq = 3; UPDATE journal_meta SET value = 2 WHERE key = 'max_seq';",
+    );
+    let path = dir.path().join("async.db");
+    match Journal::open(&path, JournalConfig::default(), T0) {
+        Err(JournalError::Lost {
+            held: 2, mark: 3, ..
+        }) => {}
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("the loss went unnoticed"),
+    }
+    let repair = JournalConfig {
+        repair: true,
+        ..JournalConfig::default()
+    };
+    let (j, _) = Journal::open(&path, repair, T0).unwrap();
+    let next = j.accept(invocation("f", None), T0).await.unwrap();
+    assert!(matches!(next, Accepted::New { .. }));
+    drop(j);
+    assert!(Journal::open(&path, JournalConfig::default(), T0).is_ok());
+}
+
+#[tokio::test]
+async fn purge_removes_finished_invocations_and_expired_keys_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), JournalConfig::default());
+    let done = j.accept(invocation("f", Some("k")), T0).await.unwrap();
+    let waiting = j.accept(invocation("g", None), T0).await.unwrap();
+    let c = claim_all(&j, T0, 1_000).await;
+    let finished = c.iter().find(|c| c.id == done.id()).unwrap();
+    j.end(finished.seq, finished.epoch, Ending::Succeeded, T0)
+        .await
+        .unwrap();
+    let unfinished = c.iter().find(|c| c.id == waiting.id()).unwrap();
+    let retry = Ending::Retry {
+        due_at_ms: T0 + 10,
+        error: "x".into(),
+    };
+    j.end(unfinished.seq, unfinished.epoch, retry, T0)
+        .await
+        .unwrap();
+    let later = T0 + IDEMPOTENCY_WINDOW_MS + 1;
+    assert_eq!(j.purge(T0 + 1, later).await.unwrap(), 1);
+    assert!(j.status("111122223333", done.id()).unwrap().is_none());
+    assert!(j.status("111122223333", waiting.id()).unwrap().is_some());
+    assert_eq!(j.backlog("111122223333").unwrap(), [("g".to_string(), 1)]);
+}

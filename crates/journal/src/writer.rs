@@ -1,0 +1,473 @@
+//! The one writer: a thread that applies every change in batches, one
+//! transaction (and so one fsync) per batch — group commit. Callers wait
+//! for their batch's commit; while one batch is being made durable, the
+//! next gathers.
+
+use crate::record::{
+    Accepted, Claimed, Completion, Dispatch, Ending, NewInvocation, State, fact_sum,
+};
+use crate::schema::{self, Checked};
+use crate::watermark::Watermark;
+use crate::{AcceptError, JournalError, Shared};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use tokio::sync::oneshot;
+
+/// The most changes one transaction takes; more wait for the next.
+const BATCH_MAX: usize = 1024;
+
+/// A change asked of the writer, with where its answer goes.
+pub(crate) enum Op {
+    Accept {
+        invocation: NewInvocation,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<Accepted, AcceptError>>,
+    },
+    Claim {
+        /// (sequence number, lease in ms) of each invocation wanted.
+        picks: Vec<(u64, i64)>,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<Vec<Claimed>, JournalError>>,
+    },
+    End {
+        seq: u64,
+        epoch: u64,
+        ending: Ending,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<Completion, JournalError>>,
+    },
+    Purge {
+        before_ms: i64,
+        idempotency_before_ms: i64,
+        reply: oneshot::Sender<Result<u64, JournalError>>,
+    },
+}
+
+/// An answer held until its batch commits.
+enum Answer {
+    Accept(
+        oneshot::Sender<Result<Accepted, AcceptError>>,
+        Result<Accepted, AcceptError>,
+    ),
+    Claim(
+        oneshot::Sender<Result<Vec<Claimed>, JournalError>>,
+        Vec<Claimed>,
+    ),
+    End(
+        oneshot::Sender<Result<Completion, JournalError>>,
+        Completion,
+    ),
+    Purge(oneshot::Sender<Result<u64, JournalError>>, u64),
+}
+
+impl Answer {
+    fn send(self) {
+        // A caller that went away no longer needs its answer; what was
+        // committed stays committed.
+        match self {
+            Answer::Accept(tx, r) => drop(tx.send(r)),
+            Answer::Claim(tx, r) => drop(tx.send(Ok(r))),
+            Answer::End(tx, r) => drop(tx.send(Ok(r))),
+            Answer::Purge(tx, r) => drop(tx.send(Ok(r))),
+        }
+    }
+
+    fn fail(self, why: &str) {
+        match self {
+            Answer::Accept(tx, _) => drop(tx.send(Err(AcceptError::Store(why.to_string())))),
+            Answer::Claim(tx, _) => drop(tx.send(Err(JournalError::Store(why.to_string())))),
+            Answer::End(tx, _) => drop(tx.send(Err(JournalError::Store(why.to_string())))),
+            Answer::Purge(tx, _) => drop(tx.send(Err(JournalError::Store(why.to_string())))),
+        }
+    }
+}
+
+/// The writer's own state, beside its connection.
+pub(crate) struct Writer {
+    pub conn: Connection,
+    pub watermark: Watermark,
+    /// The next sequence number to hand out.
+    pub next_seq: u64,
+    /// Unfinished invocations per tenant (the backlog bound's count).
+    pub backlog: HashMap<String, u64>,
+    pub shared: Arc<Shared>,
+}
+
+/// What one batch changed beyond its rows, applied only once it commits.
+#[derive(Default)]
+struct Staged {
+    backlog: HashMap<String, i64>,
+    accepted: bool,
+    stale: u64,
+    quarantined: u64,
+    next_seq: Option<u64>,
+}
+
+impl Writer {
+    /// Runs until every [`crate::Journal`] handle is gone.
+    pub(crate) fn run(mut self, ops: Receiver<Op>) {
+        while let Ok(first) = ops.recv() {
+            let mut batch = vec![first];
+            while batch.len() < BATCH_MAX {
+                match ops.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Op>) {
+        let mut staged = Staged::default();
+        let mut answers = Vec::with_capacity(batch.len());
+        let applied = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            for op in batch {
+                answers.push(apply(
+                    &tx,
+                    op,
+                    &self.backlog,
+                    self.next_seq,
+                    &mut staged,
+                    &self.shared,
+                )?);
+            }
+            if let Some(next) = staged.next_seq {
+                schema::set_max_seq(&tx, next - 1)?;
+            }
+            tx.commit()
+        })();
+        if let Err(e) = applied {
+            let why = format!("the async journal could not commit: {e}");
+            tracing::error!(error = %why);
+            for answer in answers {
+                answer.fail(&why);
+            }
+            return;
+        }
+        if let Some(next) = staged.next_seq {
+            self.next_seq = next;
+            // Before anyone hears of the commit: see watermark.rs.
+            if let Err(e) = self.watermark.set(next - 1) {
+                tracing::error!(error = %e, "cannot write the async journal's high-water mark");
+            }
+        }
+        for (tenant, delta) in staged.backlog {
+            let held = self.backlog.entry(tenant).or_default();
+            *held = held.saturating_add_signed(delta);
+        }
+        let shared = &self.shared;
+        shared.stale.fetch_add(staged.stale, Ordering::Relaxed);
+        shared
+            .quarantined
+            .fetch_add(staged.quarantined, Ordering::Relaxed);
+        shared.batches.fetch_add(1, Ordering::Relaxed);
+        for answer in answers {
+            answer.send();
+        }
+        if staged.accepted {
+            shared.accepted.notify_one();
+        }
+    }
+}
+
+/// Applies one change inside the batch's transaction. A logical refusal
+/// (backlog full, a stale epoch) is an answer; only a store failure is an
+/// error, and it fails the whole batch.
+fn apply(
+    conn: &Connection,
+    op: Op,
+    backlog: &HashMap<String, u64>,
+    first_seq: u64,
+    staged: &mut Staged,
+    shared: &Shared,
+) -> rusqlite::Result<Answer> {
+    Ok(match op {
+        Op::Accept {
+            invocation,
+            now_ms,
+            reply,
+        } => {
+            let seq = staged.next_seq.unwrap_or(first_seq);
+            let answer = accept(conn, invocation, now_ms, seq, backlog, staged, shared)?;
+            Answer::Accept(reply, answer)
+        }
+        Op::Claim {
+            picks,
+            now_ms,
+            reply,
+        } => {
+            let mut claimed = Vec::with_capacity(picks.len());
+            for (seq, lease_ms) in picks {
+                if let Some(c) = claim(conn, seq, lease_ms, now_ms, staged)? {
+                    claimed.push(c);
+                }
+            }
+            Answer::Claim(reply, claimed)
+        }
+        Op::End {
+            seq,
+            epoch,
+            ending,
+            now_ms,
+            reply,
+        } => Answer::End(reply, end(conn, seq, epoch, &ending, now_ms, staged)?),
+        Op::Purge {
+            before_ms,
+            idempotency_before_ms,
+            reply,
+        } => {
+            let gone = conn.execute(
+                "DELETE FROM attempts WHERE seq IN (SELECT seq FROM invocations
+                     WHERE state IN ('succeeded', 'failed', 'dead-lettered') AND updated_at_ms < ?1)",
+                [before_ms],
+            )?;
+            let _ = gone;
+            let purged = conn.execute(
+                "DELETE FROM invocations
+                 WHERE state IN ('succeeded', 'failed', 'dead-lettered') AND updated_at_ms < ?1",
+                [before_ms],
+            )?;
+            conn.execute(
+                "DELETE FROM idempotency WHERE accepted_at_ms < ?1",
+                [idempotency_before_ms],
+            )?;
+            Answer::Purge(reply, purged as u64)
+        }
+    })
+}
+
+fn accept(
+    conn: &Connection,
+    invocation: NewInvocation,
+    now_ms: i64,
+    seq: u64,
+    backlog: &HashMap<String, u64>,
+    staged: &mut Staged,
+    shared: &Shared,
+) -> rusqlite::Result<Result<Accepted, AcceptError>> {
+    if let Some(key) = &invocation.idempotency_key {
+        let seen: Option<(String, i64)> = conn
+            .prepare_cached(
+                "SELECT id, accepted_at_ms FROM idempotency
+                 WHERE tenant = ?1 AND function = ?2 AND key = ?3",
+            )?
+            .query_row(params![invocation.tenant, invocation.function, key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        if let Some((id, at)) = seen
+            && at > now_ms - shared.config.idempotency_window_ms
+        {
+            return Ok(Ok(Accepted::Repeat { id }));
+        }
+    }
+    let held = backlog.get(&invocation.tenant).copied().unwrap_or(0) as i64
+        + staged.backlog.get(&invocation.tenant).copied().unwrap_or(0);
+    let limit = shared.config.backlog_per_tenant;
+    if held >= limit as i64 {
+        return Ok(Err(AcceptError::Backlog { limit }));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let dispatch = Dispatch {
+        state: State::Queued,
+        epoch: 0,
+        attempts: 0,
+        due_at_ms: now_ms,
+        lease_until_ms: 0,
+        updated_at_ms: now_ms,
+        last_error: None,
+        condition: None,
+    };
+    conn.prepare_cached(
+        "INSERT INTO invocations (seq, id, tenant, function, qualifier, version, payload,
+             idempotency_key, accepted_at_ms, fact_sum, state, epoch, attempts, due_at_ms,
+             lease_until_ms, updated_at_ms, last_error, condition, state_sum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, 0, ?9, 0, ?9, NULL, NULL, ?12)",
+    )?
+    .execute(params![
+        seq as i64,
+        id,
+        invocation.tenant,
+        invocation.function,
+        invocation.qualifier,
+        invocation.version,
+        invocation.payload,
+        invocation.idempotency_key,
+        now_ms,
+        fact_sum(seq, &id, now_ms, &invocation),
+        State::Queued.as_str(),
+        dispatch.sum(seq),
+    ])?;
+    if let Some(key) = &invocation.idempotency_key {
+        conn.prepare_cached(
+            "INSERT INTO idempotency (tenant, function, key, id, accepted_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (tenant, function, key)
+             DO UPDATE SET id = excluded.id, accepted_at_ms = excluded.accepted_at_ms",
+        )?
+        .execute(params![
+            invocation.tenant,
+            invocation.function,
+            key,
+            id,
+            now_ms
+        ])?;
+    }
+    *staged.backlog.entry(invocation.tenant).or_default() += 1;
+    staged.next_seq = Some(seq + 1);
+    staged.accepted = true;
+    Ok(Ok(Accepted::New { id }))
+}
+
+/// Claims `seq` under a new epoch if it is due: waiting and due, or
+/// running under a lease that has ended. `None` when it is not (another
+/// claim took it, it ended, or it is damaged and was quarantined).
+fn claim(
+    conn: &Connection,
+    seq: u64,
+    lease_ms: i64,
+    now_ms: i64,
+    staged: &mut Staged,
+) -> rusqlite::Result<Option<Claimed>> {
+    let stored = match schema::get(conn, seq)? {
+        None => return Ok(None),
+        Some(Checked::Sound(s)) => s,
+        Some(damaged) => {
+            quarantine(conn, &damaged, now_ms, staged)?;
+            return Ok(None);
+        }
+    };
+    let d = &stored.dispatch;
+    let due = match d.state {
+        State::Queued | State::Retrying => d.due_at_ms <= now_ms,
+        State::Running => d.lease_until_ms <= now_ms,
+        _ => false,
+    };
+    if !due {
+        return Ok(None);
+    }
+    if d.state == State::Running {
+        // The owner of the lost lease may still report: its ending will
+        // find a newer epoch and be refused.
+        conn.prepare_cached(
+            "UPDATE attempts SET outcome = 'lost', error = 'the lease ended before the attempt did'
+             WHERE seq = ?1 AND epoch = ?2 AND outcome IS NULL",
+        )?
+        .execute(params![seq as i64, d.epoch as i64])?;
+    }
+    let next = Dispatch {
+        state: State::Running,
+        epoch: d.epoch + 1,
+        attempts: d.attempts + 1,
+        due_at_ms: d.due_at_ms,
+        lease_until_ms: now_ms + lease_ms,
+        updated_at_ms: now_ms,
+        last_error: d.last_error.clone(),
+        condition: None,
+    };
+    schema::put_dispatch(conn, seq, &next)?;
+    conn.prepare_cached("INSERT INTO attempts (seq, epoch, started_at_ms) VALUES (?1, ?2, ?3)")?
+        .execute(params![seq as i64, next.epoch as i64, now_ms])?;
+    Ok(Some(Claimed {
+        seq,
+        id: stored.id,
+        epoch: next.epoch,
+        attempt: next.attempts,
+        accepted_at_ms: stored.accepted_at_ms,
+        invocation: stored.invocation,
+    }))
+}
+
+/// Records an attempt's ending if its epoch still owns the invocation.
+fn end(
+    conn: &Connection,
+    seq: u64,
+    epoch: u64,
+    ending: &Ending,
+    now_ms: i64,
+    staged: &mut Staged,
+) -> rusqlite::Result<Completion> {
+    let error = match ending {
+        Ending::Succeeded => None,
+        Ending::Retry { error, .. } | Ending::Failed { error, .. } => Some(error.clone()),
+        Ending::Throttled { reason, .. } => Some(reason.clone()),
+    };
+    let stored = match schema::get(conn, seq)? {
+        Some(Checked::Sound(s)) => Some(s),
+        Some(damaged) => {
+            quarantine(conn, &damaged, now_ms, staged)?;
+            None
+        }
+        None => None,
+    };
+    let owner = stored
+        .as_ref()
+        .filter(|s| s.dispatch.state == State::Running && s.dispatch.epoch == epoch);
+    let Some(stored) = owner else {
+        // Fencing: a stale owner's result changes nothing but its own
+        // attempt's record, and is counted.
+        conn.prepare_cached(
+            "UPDATE attempts SET ended_at_ms = ?3, outcome = 'stale', error = ?4
+             WHERE seq = ?1 AND epoch = ?2",
+        )?
+        .execute(params![seq as i64, epoch as i64, now_ms, error])?;
+        staged.stale += 1;
+        return Ok(Completion::Stale);
+    };
+    let d = &stored.dispatch;
+    let mut next = Dispatch {
+        state: ending.state(),
+        epoch: d.epoch,
+        attempts: d.attempts,
+        due_at_ms: d.due_at_ms,
+        lease_until_ms: 0,
+        updated_at_ms: now_ms,
+        last_error: error.clone().or(d.last_error.clone()),
+        condition: None,
+    };
+    match ending {
+        Ending::Succeeded => {}
+        Ending::Retry { due_at_ms, .. } => next.due_at_ms = *due_at_ms,
+        Ending::Throttled { due_at_ms, .. } => {
+            next.due_at_ms = *due_at_ms;
+            // It never ran: it does not use up a retry.
+            next.attempts = d.attempts.saturating_sub(1);
+        }
+        Ending::Failed { condition, .. } => next.condition = Some(condition.clone()),
+    }
+    schema::put_dispatch(conn, seq, &next)?;
+    conn.prepare_cached(
+        "UPDATE attempts SET ended_at_ms = ?3, outcome = ?4, error = ?5
+         WHERE seq = ?1 AND epoch = ?2",
+    )?
+    .execute(params![
+        seq as i64,
+        epoch as i64,
+        now_ms,
+        ending.outcome(),
+        error
+    ])?;
+    if next.state.is_terminal() {
+        *staged
+            .backlog
+            .entry(stored.invocation.tenant.clone())
+            .or_default() -= 1;
+    }
+    Ok(Completion::Accepted)
+}
+
+fn quarantine(
+    conn: &Connection,
+    damaged: &Checked,
+    now_ms: i64,
+    staged: &mut Staged,
+) -> rusqlite::Result<()> {
+    schema::quarantine(conn, damaged, now_ms)?;
+    staged.quarantined += 1;
+    Ok(())
+}
