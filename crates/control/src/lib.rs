@@ -14,5 +14,7 @@ pub mod store;
 pub mod validate;
 
 pub use artifacts::ArtifactStore;
-pub use model::{AliasRecord, FunctionConfig, FunctionRecord, Runtime, VersionRecord};
+pub use model::{
+    AliasRecord, EventInvokeConfig, FunctionConfig, FunctionRecord, Runtime, VersionRecord,
+};
 pub use store::{FunctionStore, ProvisionedRecord, SqliteStore, StoreError};

@@ -244,3 +244,55 @@ mod tests {
         assert!(!Runtime::Python(11).needs_bootstrap() && Runtime::Provided.needs_bootstrap());
     }
 }
+
+/// Lambda's default `MaximumRetryAttempts` of an async invocation.
+pub const MAXIMUM_RETRY_ATTEMPTS_DEFAULT: u32 = 2;
+/// Lambda's default `MaximumEventAgeInSeconds` of an async invocation.
+pub const MAXIMUM_EVENT_AGE_DEFAULT_S: u32 = 21_600;
+
+/// How asynchronous invocations of a function, version or alias are
+/// retried and where their records go (`FunctionEventInvokeConfig`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventInvokeConfig {
+    /// The function's name.
+    pub function: String,
+    /// `$LATEST`, a version number or an alias name.
+    pub qualifier: String,
+    /// Retries after a function error, 0–2; unset means Lambda's default.
+    pub maximum_retry_attempts: Option<u32>,
+    /// How long an event may wait, 60–21,600 s; unset means the default.
+    pub maximum_event_age_s: Option<u32>,
+    /// Where a record of each success goes (an ARN).
+    pub on_success: Option<String>,
+    /// Where a record of each failure goes (an ARN).
+    pub on_failure: Option<String>,
+    /// When it was last set, in seconds since the Unix epoch.
+    pub last_modified: f64,
+}
+
+impl EventInvokeConfig {
+    /// The configuration in force where none was set.
+    pub fn default_for(function: &str, qualifier: &str) -> EventInvokeConfig {
+        EventInvokeConfig {
+            function: function.to_string(),
+            qualifier: qualifier.to_string(),
+            maximum_retry_attempts: None,
+            maximum_event_age_s: None,
+            on_success: None,
+            on_failure: None,
+            last_modified: 0.0,
+        }
+    }
+
+    /// Retries after a function error.
+    pub fn retries(&self) -> u32 {
+        self.maximum_retry_attempts
+            .unwrap_or(MAXIMUM_RETRY_ATTEMPTS_DEFAULT)
+    }
+
+    /// How long an event may wait, in seconds.
+    pub fn maximum_event_age_s(&self) -> u32 {
+        self.maximum_event_age_s
+            .unwrap_or(MAXIMUM_EVENT_AGE_DEFAULT_S)
+    }
+}

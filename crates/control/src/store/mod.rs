@@ -10,7 +10,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::model::{AliasRecord, FunctionRecord, VersionRecord};
+use crate::model::{AliasRecord, EventInvokeConfig, FunctionRecord, VersionRecord};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +212,34 @@ pub trait FunctionStore: Send + Sync {
         tenant: &str,
         function: &str,
     ) -> Result<Vec<ProvisionedRecord>, StoreError>;
+
+    /// Sets the event-invoke configuration of a function, version or alias
+    /// (replacing any); fails with [`StoreError::NotFound`] if the function
+    /// is absent. Deleting the function deletes it.
+    fn put_event_invoke_config(
+        &self,
+        tenant: &str,
+        config: &EventInvokeConfig,
+    ) -> Result<(), StoreError>;
+
+    /// Removes an event-invoke configuration; `false` if there was none.
+    fn delete_event_invoke_config(
+        &self,
+        tenant: &str,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// One function's event-invoke configurations, by qualifier.
+    fn event_invoke_configs_of(
+        &self,
+        tenant: &str,
+        function: &str,
+    ) -> Result<Vec<EventInvokeConfig>, StoreError>;
+
+    /// Every event-invoke configuration, as (tenant, record), for loading
+    /// them at start-up.
+    fn all_event_invoke_configs(&self) -> Result<Vec<(String, EventInvokeConfig)>, StoreError>;
 }
 
 /// A provisioned-concurrency configuration: instances of one version (or

@@ -161,12 +161,13 @@ pub(super) fn update(
 }
 
 pub(super) fn delete(
-    conn: &Connection,
+    conn: &mut Connection,
     tenant: &str,
     function: &str,
     alias: &str,
 ) -> Result<(), StoreError> {
-    let removed = conn
+    let tx = conn.transaction().map_err(engine)?;
+    let removed = tx
         .execute(
             "DELETE FROM aliases WHERE tenant = ?1 AND name = ?2 AND alias = ?3",
             params![tenant, function, alias],
@@ -175,5 +176,11 @@ pub(super) fn delete(
     if removed == 0 {
         return Err(StoreError::AliasNotFound(alias.to_string()));
     }
-    Ok(())
+    // What was configured on the alias goes with it.
+    tx.execute(
+        "DELETE FROM event_invoke WHERE tenant = ?1 AND name = ?2 AND qualifier = ?3",
+        params![tenant, function, alias],
+    )
+    .map_err(engine)?;
+    tx.commit().map_err(engine)
 }

@@ -2,10 +2,11 @@
 //! committed write survives power loss, not just a process crash.
 
 mod aliases;
+mod event_invoke;
 mod versions;
 
 use super::{FunctionStore, ProvisionedRecord, StoreError};
-use crate::model::{AliasRecord, FunctionRecord, VersionRecord};
+use crate::model::{AliasRecord, EventInvokeConfig, FunctionRecord, VersionRecord};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::Mutex;
@@ -61,6 +62,13 @@ impl SqliteStore {
                 qualifier     TEXT    NOT NULL,
                 requested     INTEGER NOT NULL,
                 last_modified TEXT    NOT NULL,
+                PRIMARY KEY (tenant, name, qualifier)
+            );
+            CREATE TABLE IF NOT EXISTS event_invoke (
+                tenant    TEXT    NOT NULL,
+                name      TEXT    NOT NULL,
+                qualifier TEXT    NOT NULL,
+                record    TEXT    NOT NULL,
                 PRIMARY KEY (tenant, name, qualifier)
             );
             CREATE TABLE IF NOT EXISTS aliases (
@@ -241,7 +249,13 @@ impl FunctionStore for SqliteStore {
         if removed == 0 {
             return Err(StoreError::NotFound(name.to_string()));
         }
-        for table in ["versions", "aliases", "concurrency", "provisioned"] {
+        for table in [
+            "versions",
+            "aliases",
+            "concurrency",
+            "provisioned",
+            "event_invoke",
+        ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE tenant = ?1 AND name = ?2"),
                 params![tenant, name],
@@ -337,7 +351,7 @@ impl FunctionStore for SqliteStore {
     }
 
     fn delete_alias(&self, tenant: &str, function: &str, alias: &str) -> Result<(), StoreError> {
-        aliases::delete(&self.conn(), tenant, function, alias)
+        aliases::delete(&mut self.conn(), tenant, function, alias)
     }
 
     fn set_reserved_concurrency(
@@ -434,6 +448,40 @@ impl FunctionStore for SqliteStore {
             params![tenant, function],
         )?;
         Ok(rows.into_iter().map(|(_, record)| record).collect())
+    }
+
+    fn put_event_invoke_config(
+        &self,
+        tenant: &str,
+        config: &EventInvokeConfig,
+    ) -> Result<(), StoreError> {
+        event_invoke::put(&mut self.conn(), tenant, config)
+    }
+
+    fn delete_event_invoke_config(
+        &self,
+        tenant: &str,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<bool, StoreError> {
+        event_invoke::delete(&self.conn(), tenant, function, qualifier)
+    }
+
+    fn event_invoke_configs_of(
+        &self,
+        tenant: &str,
+        function: &str,
+    ) -> Result<Vec<EventInvokeConfig>, StoreError> {
+        let rows = event_invoke::select(
+            &self.conn(),
+            "WHERE tenant = ?1 AND name = ?2",
+            params![tenant, function],
+        )?;
+        Ok(rows.into_iter().map(|(_, c)| c).collect())
+    }
+
+    fn all_event_invoke_configs(&self) -> Result<Vec<(String, EventInvokeConfig)>, StoreError> {
+        event_invoke::select(&self.conn(), "", [])
     }
 
     fn all_reserved_concurrency(&self) -> Result<Vec<(String, String, u32)>, StoreError> {
@@ -560,6 +608,33 @@ mod tests {
         s.set_reserved_concurrency("t", "g", None).unwrap();
         s.delete("t", "f").unwrap();
         assert!(s.all_reserved_concurrency().unwrap().is_empty());
+    }
+
+    #[test]
+    fn event_invoke_configurations_go_with_their_function_version_or_alias() {
+        let (_dir, s) = store();
+        s.create("t", &record("f", 1)).unwrap();
+        let config = |qualifier: &str, retries| EventInvokeConfig {
+            maximum_retry_attempts: Some(retries),
+            ..EventInvokeConfig::default_for("f", qualifier)
+        };
+        assert!(matches!(
+            s.put_event_invoke_config("t", &EventInvokeConfig::default_for("g", "$LATEST")),
+            Err(StoreError::NotFound(_))
+        ));
+        s.put_event_invoke_config("t", &config("$LATEST", 0))
+            .unwrap();
+        s.put_event_invoke_config("t", &config("$LATEST", 1))
+            .unwrap();
+        s.put_event_invoke_config("t", &config("live", 2)).unwrap();
+        let held = s.event_invoke_configs_of("t", "f").unwrap();
+        assert_eq!(held, [config("$LATEST", 1), config("live", 2)]);
+        assert!(s.event_invoke_configs_of("u", "f").unwrap().is_empty());
+        assert_eq!(s.all_event_invoke_configs().unwrap().len(), 2);
+        assert!(s.delete_event_invoke_config("t", "f", "live").unwrap());
+        assert!(!s.delete_event_invoke_config("t", "f", "live").unwrap());
+        s.delete("t", "f").unwrap();
+        assert!(s.all_event_invoke_configs().unwrap().is_empty());
     }
 
     #[test]

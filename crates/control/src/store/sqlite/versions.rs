@@ -124,5 +124,11 @@ pub(super) fn delete(
             version: wanted,
         });
     }
+    // What was configured on the version goes with it.
+    tx.execute(
+        "DELETE FROM event_invoke WHERE tenant = ?1 AND name = ?2 AND qualifier = ?3",
+        params![tenant, name, wanted],
+    )
+    .map_err(engine)?;
     tx.commit().map_err(engine)
 }
