@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+mod dispatch;
 pub mod error;
 mod ops;
 pub mod routes;
@@ -30,7 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::Credentials;
+pub use dispatch::AsyncConfig;
 pub use error::ApiError;
+use nimbus_journal::{Journal, JournalConfig, Recovery};
 
 /// Why the platform could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,9 @@ pub enum OpenError {
     /// Another server holds the data directory.
     #[error("data directory {0} is in use by another nimbus (lock {1})")]
     Locked(PathBuf, String),
+    /// The async journal did not open, or is damaged.
+    #[error("{0}")]
+    Journal(#[from] nimbus_journal::JournalError),
     /// The log directory did not open.
     #[error("open logs {0}: {1}")]
     Logs(PathBuf, std::io::Error),
@@ -67,6 +73,8 @@ pub struct PlatformConfig {
     pub capacity: Capacity,
     /// Every tenant's concurrency limits.
     pub concurrency: ConcurrencyLimits,
+    /// The async path's bounds and retry timing.
+    pub asynchronous: AsyncConfig,
 }
 
 /// Everything a request handler reaches.
@@ -80,6 +88,13 @@ pub struct Platform {
     region: String,
     /// Admission by concurrency: account limits and reservations.
     concurrency: Concurrency,
+    /// The async path's durable invocation log.
+    journal: Arc<Journal>,
+    /// How async invocations are retried and bounded.
+    asynchronous: AsyncConfig,
+    /// Every function's event-invoke configurations (retries, event age,
+    /// destinations), as stored.
+    event_configs: ops::event_invoke::EventConfigs,
     /// Which worker runs an invocation (one, this process's, today).
     placement: Placement,
     /// The container executor, or why this host cannot run containers
@@ -104,8 +119,29 @@ impl Platform {
             tracing::warn!(reason = %why, "process runtimes (provided.*, python3.x) are unavailable on this host");
         }
         let store = SqliteStore::open(&dir.join("store.db"))?;
+        let event_configs = ops::event_invoke::EventConfigs::load(&store)?;
+        let (journal, recovery) = Journal::open(
+            &dir.join("async.db"),
+            JournalConfig {
+                backlog_per_tenant: config.asynchronous.backlog_per_tenant,
+                repair: config.asynchronous.repair,
+                ..JournalConfig::default()
+            },
+            dispatch::now_ms(),
+        )?;
+        if recovery != Recovery::default() {
+            tracing::info!(
+                unfinished = recovery.unfinished,
+                interrupted = recovery.interrupted,
+                quarantined = recovery.quarantined,
+                "async journal recovered"
+            );
+        }
         let platform = Platform {
             store: Arc::new(store),
+            event_configs,
+            journal: Arc::new(journal),
+            asynchronous: config.asynchronous,
             artifacts: ArtifactStore::open(&dir.join("artifacts"))?,
             wasm: WasmRuntime::new(&dir.join("compiled"))?,
             snapshots: Snapshots::default(),
@@ -120,7 +156,9 @@ impl Platform {
             _lock: lock,
         };
         platform.load_snapshots()?;
-        Ok(Arc::new(platform))
+        let platform = Arc::new(platform);
+        dispatch::start(&platform);
+        Ok(platform)
     }
 
     /// Prepares every stored function version and loads every alias route,

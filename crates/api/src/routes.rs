@@ -8,7 +8,8 @@ use crate::auth::authenticate;
 use crate::error::ApiError;
 use crate::ops::functions::{read, update};
 use crate::ops::{
-    account, aliases, concurrency, functions, invoke, logs, provisioned, tags, versions,
+    account, aliases, concurrency, event_invoke, functions, invocations, invoke, logs, provisioned,
+    tags, versions,
 };
 use axum::Router;
 use axum::http::{Method, StatusCode, Uri};
@@ -415,11 +416,19 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
 ];
 
 /// nimbus' own extensions, signed like the rest.
-const EXTENSIONS: &[(&str, &str, &str)] = &[(
-    "GET",
-    "/nimbus/2026-11-25/functions/{FunctionName}/logs",
-    "GetFunctionLogs",
-)];
+const EXTENSIONS: &[(&str, &str, &str)] = &[
+    (
+        "GET",
+        "/nimbus/2026-11-25/functions/{FunctionName}/logs",
+        "GetFunctionLogs",
+    ),
+    (
+        "GET",
+        "/nimbus/2026-11-25/invocations/{InvocationId}",
+        "GetInvocation",
+    ),
+    ("GET", "/nimbus/2026-11-25/async-backlog", "GetAsyncBacklog"),
+];
 
 fn handler(operation: &str, filter: MethodFilter) -> MethodRouter<Arc<Platform>> {
     match operation {
@@ -449,7 +458,14 @@ fn handler(operation: &str, filter: MethodFilter) -> MethodRouter<Arc<Platform>>
         "GetProvisionedConcurrencyConfig" => on(filter, provisioned::get),
         "DeleteProvisionedConcurrencyConfig" => on(filter, provisioned::delete),
         "ListProvisionedConcurrencyConfigs" => on(filter, provisioned::list),
+        "PutFunctionEventInvokeConfig" => on(filter, event_invoke::put),
+        "UpdateFunctionEventInvokeConfig" => on(filter, event_invoke::update),
+        "GetFunctionEventInvokeConfig" => on(filter, event_invoke::get),
+        "DeleteFunctionEventInvokeConfig" => on(filter, event_invoke::delete),
+        "ListFunctionEventInvokeConfigs" => on(filter, event_invoke::list),
         "GetFunctionLogs" => on(filter, logs::tail),
+        "GetInvocation" => on(filter, invocations::get),
+        "GetAsyncBacklog" => on(filter, invocations::backlog),
         other => {
             let name = other.to_string();
             on(filter, move || not_implemented(name))

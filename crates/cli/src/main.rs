@@ -83,6 +83,26 @@ pub struct UpArgs {
     #[arg(long, env = "NIMBUS_WARM_SANDBOXES", default_value_t = Capacity::DEFAULT.warm,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=64))]
     pub warm_sandboxes: usize,
+    /// Unfinished asynchronous invocations each account may have; beyond
+    /// it, `Event` invokes get 429 and nothing is stored.
+    #[arg(long, env = "NIMBUS_ASYNC_BACKLOG_MAX", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub async_backlog_max: u64,
+    /// Delay before an async invocation's first retry, in ms; each next
+    /// retry waits twice as long (Lambda: about a minute, then two).
+    #[arg(long, env = "NIMBUS_ASYNC_RETRY_BASE_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub async_retry_base_ms: u64,
+    /// A fixed lease for every async attempt, in ms (default: the
+    /// function's timeout plus 30 s). An attempt that outlives its lease is
+    /// run again, and its late result refused.
+    #[arg(long, env = "NIMBUS_ASYNC_LEASE_MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub async_lease_ms: Option<u64>,
+    /// Start even though the async journal is damaged: quarantine the
+    /// damaged records, accept what is left, and run from it.
+    #[arg(long)]
+    pub repair_journal: bool,
 }
 
 #[derive(Subcommand)]

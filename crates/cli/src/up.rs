@@ -3,7 +3,7 @@
 use crate::credentials;
 use crate::{ServerArgs, UpArgs};
 use anyhow::Context as _;
-use nimbus_api::{Capacity, ConcurrencyLimits, Platform, PlatformConfig};
+use nimbus_api::{AsyncConfig, Capacity, ConcurrencyLimits, Platform, PlatformConfig};
 
 /// Runs the platform until SIGINT or SIGTERM, then drains in-flight requests.
 pub fn run(up: UpArgs) -> anyhow::Result<()> {
@@ -18,6 +18,12 @@ pub fn run(up: UpArgs) -> anyhow::Result<()> {
     let concurrency = ConcurrencyLimits {
         account: up.account_concurrency,
         ..ConcurrencyLimits::DEFAULT
+    };
+    let asynchronous = AsyncConfig {
+        backlog_per_tenant: up.async_backlog_max,
+        retry_base: std::time::Duration::from_millis(up.async_retry_base_ms),
+        lease: up.async_lease_ms.map(std::time::Duration::from_millis),
+        repair: up.repair_journal,
     };
     let args = up.server;
     // NIMBUS_LOG takes tracing's filter syntax, e.g. `debug` or
@@ -43,6 +49,7 @@ pub fn run(up: UpArgs) -> anyhow::Result<()> {
             root: root.clone(),
             capacity,
             concurrency,
+            asynchronous,
         })
         .with_context(|| format!("open data directory {}", args.data_dir.display()))?;
         // One write, whose failure (say, stdout closed by `| head -1`) is not

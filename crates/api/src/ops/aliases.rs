@@ -290,6 +290,9 @@ pub async fn delete(
                 worker.snapshots.remove_alias(tenant, &f, &a);
                 // Its provisioned concurrency goes with it.
                 worker.store.delete_provisioned(tenant, &f, &a)?;
+                worker
+                    .event_configs
+                    .reload(worker.store.as_ref(), tenant, &f)?;
                 Ok(())
             }
             Err(e) => Err(store_error(&worker, &who, &f, &a, e)),

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use nimbus_container::{InvokeRequest, InvokeResult};
 use nimbus_control::validate::FunctionRef;
+use nimbus_journal::{AcceptError, Accepted, NewInvocation};
 use nimbus_worker::Code;
 use nimbus_worker::container::{ContainerError, Tier};
 use nimbus_worker::snapshot::LATEST;
@@ -80,14 +81,8 @@ pub async fn invoke(
             snapshot.version
         )));
     }
-    match kind {
-        InvocationType::DryRun => return Ok(StatusCode::NO_CONTENT.into_response()),
-        InvocationType::Event => {
-            return Err(ApiError::invalid_parameter(
-                "InvocationType Event is not offered by this server yet: invoke with RequestResponse",
-            ));
-        }
-        InvocationType::RequestResponse => {}
+    if let InvocationType::DryRun = kind {
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
     if !payload.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_err() {
         return Err(ApiError::new(
@@ -95,6 +90,10 @@ pub async fn invoke(
             "InvalidRequestContentException",
             "Could not parse request body into json: the payload is not valid JSON",
         ));
+    }
+    if let InvocationType::Event = kind {
+        let shown = function.qualifier.as_deref().unwrap_or(LATEST);
+        return accept(&platform, &caller, &headers, &snapshot, shown, payload).await;
     }
     // Held until the invocation is done: its worker's load, and the
     // function's concurrency.
@@ -152,13 +151,80 @@ pub async fn invoke(
     Ok(response)
 }
 
+/// nimbus' extension: a key that makes a repeated async request a no-op.
+const IDEMPOTENCY_HEADER: &str = "x-nimbus-idempotency-key";
+
+/// Longest idempotency key.
+const IDEMPOTENCY_KEY_MAX_CHARS: usize = 256;
+
+/// An async invocation: stored durably, then answered 202 with its id; the
+/// dispatcher runs it.
+async fn accept(
+    platform: &Platform,
+    caller: &Caller,
+    headers: &HeaderMap,
+    snapshot: &FunctionSnapshot,
+    qualifier: &str,
+    payload: Bytes,
+) -> Result<Response, ApiError> {
+    let key = match headers.get(IDEMPOTENCY_HEADER) {
+        None => None,
+        Some(value) => {
+            let key = value.to_str().unwrap_or("");
+            let printable = key.bytes().all(|b| b.is_ascii_graphic());
+            if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX_CHARS || !printable {
+                return Err(ApiError::invalid_parameter(format!(
+                    "X-Nimbus-Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} printable ASCII characters without spaces"
+                )));
+            }
+            Some(key.to_string())
+        }
+    };
+    let invocation = NewInvocation {
+        tenant: caller.account_id.clone(),
+        function: snapshot.name.clone(),
+        qualifier: qualifier.to_string(),
+        version: snapshot.version.clone(),
+        payload: payload.to_vec(),
+        idempotency_key: key,
+    };
+    let accepted = platform
+        .journal
+        .accept(invocation, crate::dispatch::now_ms())
+        .await
+        .map_err(|e| match e {
+            AcceptError::Backlog { .. } => ApiError {
+                retry_after_s: Some(1),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequestsException",
+                    format!("Rate Exceeded: {e}"),
+                )
+            },
+            AcceptError::Store(why) => ApiError::internal(why),
+        })?;
+    let mut response = StatusCode::ACCEPTED.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        "x-amzn-RequestId",
+        HeaderValue::from_str(accepted.id()).map_err(ApiError::internal)?,
+    );
+    if let Accepted::Repeat { .. } = accepted {
+        h.insert(
+            "X-Nimbus-Idempotent-Replay",
+            HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
 /// What an execution gave: the response (or a function error's body), the
 /// invocation's log, and for containers the tier that served it.
 type Executed = (Result<Bytes, Bytes>, Vec<u8>, Option<Tier>);
 
 /// Runs the invocation in the snapshot's sandbox — the one place the
 /// executor is chosen.
-async fn execute(
+pub(crate) async fn execute(
     platform: &Platform,
     caller: &Caller,
     snapshot: &Arc<FunctionSnapshot>,
@@ -258,6 +324,21 @@ fn route(platform: &Platform, caller: &Caller, function: &FunctionRef) -> Result
             .pick(fastrand::f64())
             .to_string(),
     })
+}
+
+/// The worker's snapshot of version `version` of `name`, pulled from the
+/// store on a miss.
+pub(crate) async fn snapshot_of(
+    platform: &Arc<Platform>,
+    caller: &Caller,
+    name: &str,
+    version: &str,
+) -> Result<Arc<FunctionSnapshot>, ApiError> {
+    let function = FunctionRef {
+        name: name.to_string(),
+        qualifier: Some(version.to_string()),
+    };
+    Ok(snapshot(platform, caller, &function, version).await?.0)
 }
 
 /// The worker's snapshot of one version, pulled from the store on a miss

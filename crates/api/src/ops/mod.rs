@@ -3,7 +3,9 @@
 pub mod account;
 pub mod aliases;
 pub mod concurrency;
+pub mod event_invoke;
 pub mod functions;
+pub mod invocations;
 pub mod invoke;
 pub mod logs;
 pub mod provisioned;

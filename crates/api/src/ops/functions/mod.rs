@@ -299,6 +299,10 @@ pub async fn delete(
         };
         match outcome {
             Ok(()) => {
+                // Its event-invoke configurations went with it in the store.
+                worker
+                    .event_configs
+                    .reload(worker.store.as_ref(), &tenant, &name)?;
                 match version {
                     None => {
                         worker.snapshots.remove_function(&tenant, &name);
