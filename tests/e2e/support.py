@@ -135,9 +135,11 @@ class NimbusServer:
     """One `nimbus up` process on a loopback port with its own data dir."""
 
     def __init__(self, data_dir: Path, log_path: Path, root_keys: bool = True, port: int | None = None,
-                 extra_args: tuple[str, ...] = ()):
+                 extra_args: tuple[str, ...] = (), wrapper: tuple[str, ...] = ()):
         self.bin = nimbus_bin()
         self.extra_args = list(extra_args)
+        # A command the server runs under (e.g. strace), its arguments first.
+        self.wrapper = list(wrapper)
         self.data_dir = data_dir
         self.log_path = log_path
         self.port = port or free_port()
@@ -158,7 +160,8 @@ class NimbusServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(self.bin), "up", "--listen", self.listen, "--data-dir", str(self.data_dir), *self.extra_args],
+            [*self.wrapper, str(self.bin), "up", "--listen", self.listen, "--data-dir", str(self.data_dir),
+             *self.extra_args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=log,

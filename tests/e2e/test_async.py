@@ -248,3 +248,41 @@ def test_accepted_events_survive_a_kill(own_server, guests):
     for invocation in ids:
         s = status_of(again.url, invocation)
         assert (s["State"], s["Attempts"]) == ("retrying", 1), s
+
+
+SLOW_FIRST_ATTEMPT = b'''
+import time
+
+
+def lambda_handler(event, context):
+    # Slow only for an attempt that starts before `slow_until`: the first.
+    if time.time() < event["slow_until"]:
+        time.sleep(event["sleep_s"])
+    return {"attempt_started": time.time()}
+'''
+
+
+def host_python_runtime() -> str:
+    out = subprocess.run(["/usr/bin/python3", "-c", "import sys; print('python%d.%d' % sys.version_info[:2])"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_an_attempt_that_outlives_its_lease_is_run_again_and_its_late_result_refused(own_server):
+    srv = own_server("--async-lease-ms", "500")
+    lam = lambda_client(srv.url)
+    lam.create_function(FunctionName="slow-first", Runtime=host_python_runtime(), Role=ROLE,
+                        Handler="lambda_function.lambda_handler", Timeout=10,
+                        Code={"ZipFile": make_zip({"lambda_function.py": SLOW_FIRST_ATTEMPT})})
+    payload = json.dumps({"slow_until": time.time() + 0.3, "sleep_s": 2.0}).encode()
+    invocation = event(lam, "slow-first", payload)
+    # The second attempt (after the first's 500 ms lease) is fast and wins;
+    # the first reports 1.5 s later and is refused.
+    done = wait_for(srv.url, invocation,
+                    lambda s: len(s["History"]) >= 2 and s["History"][0].get("Outcome") == "stale")
+    assert done["State"] == "succeeded", done
+    assert [a["Epoch"] for a in done["History"]] == [1, 2]
+    assert [a["Outcome"] for a in done["History"]] == ["stale", "succeeded"]
+    assert done["Attempts"] == 2
+    log = signed_request(srv.url, "GET", "/nimbus/2026-11-25/functions/slow-first/logs").body.decode()
+    assert log.count(f"START RequestId: {invocation}") == 2, "both attempts ran"
