@@ -16,6 +16,10 @@
 //! change its visibility (the fence).
 #![deny(missing_docs)]
 
+/// The SQLite binding the operations take connections of (the same
+/// version as the rest of the platform), for callers that name its types.
+pub use rusqlite;
+
 mod digest;
 mod error;
 mod messages;
@@ -35,7 +39,7 @@ pub use queues::{
     QueueInfo, QueueStats, create_queue, delete_queue, get_queue, list_queues, purge_queue,
     queue_arn, queue_by_arn, queue_stats, set_queue_attributes,
 };
-pub use schema::create_schema;
+pub use schema::{atomically, create_schema};
 pub use service::{Clock, Queues};
 pub use settings::{QueueSettings, validate_queue_name};
 

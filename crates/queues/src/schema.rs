@@ -50,7 +50,7 @@ pub fn create_schema(conn: &Connection) -> Result<(), QueueError> {
 /// one (the async path enqueuing inside its own), else a new immediate one
 /// (which takes the write lock first, so a read-then-write cannot fail
 /// halfway on a busy snapshot) that commits when `work` succeeds.
-pub(crate) fn atomically<T>(
+pub fn atomically<T>(
     conn: &Connection,
     work: impl FnOnce(&Connection) -> Result<T, QueueError>,
 ) -> Result<T, QueueError> {
