@@ -3,6 +3,7 @@
 //! JSON. One dispatch on the target; queue operations in [`queues`],
 //! message operations in [`messages`].
 
+mod batch;
 mod error;
 mod messages;
 mod queues;
@@ -103,12 +104,12 @@ pub async fn dispatch(
         "SetQueueAttributes" => queues::set_attributes(sqs, &body).await,
         "PurgeQueue" => queues::purge(sqs, &body).await,
         "SendMessage" => messages::send(sqs, &body).await,
-        "SendMessageBatch" => messages::send_batch(sqs, &body).await,
+        "SendMessageBatch" => batch::send_batch(sqs, &body).await,
         "ReceiveMessage" => messages::receive(sqs, &body).await,
         "DeleteMessage" => messages::delete(sqs, &body).await,
-        "DeleteMessageBatch" => messages::delete_batch(sqs, &body).await,
+        "DeleteMessageBatch" => batch::delete_batch(sqs, &body).await,
         "ChangeMessageVisibility" => messages::change_visibility(sqs, &body).await,
-        "ChangeMessageVisibilityBatch" => messages::change_visibility_batch(sqs, &body).await,
+        "ChangeMessageVisibilityBatch" => batch::change_visibility_batch(sqs, &body).await,
         "AddPermission"
         | "RemovePermission"
         | "TagQueue"
