@@ -190,8 +190,9 @@ def canary(lam, guests, request):
 
 
 class AwsCli:
-    def __init__(self, server):
+    def __init__(self, server, service: str = "lambda"):
         self.server = server
+        self.service = service
         version = subprocess.run(["aws", "--version"], capture_output=True, text=True, env=self.env())
         self.v1 = (version.stdout + version.stderr).startswith("aws-cli/1.")
 
@@ -207,21 +208,21 @@ class AwsCli:
         )
 
     def run(self, *args: str, cwd=None) -> subprocess.CompletedProcess:
-        cmd = ["aws", "lambda", *args, "--endpoint-url", self.server.url, "--output", "json"]
+        cmd = ["aws", self.service, *args, "--endpoint-url", self.server.url, "--output", "json"]
         if not self.v1 and "invoke" in args:
             cmd += ["--cli-binary-format", "raw-in-base64-out"]
         return subprocess.run(cmd, capture_output=True, text=True, env=self.env(), cwd=cwd, timeout=120)
 
     def __call__(self, *args: str, cwd=None):
-        """Runs `aws lambda ARGS`, asserts success, returns the parsed JSON (or None)."""
+        """Runs `aws SERVICE ARGS`, asserts success, returns the parsed JSON (or None)."""
         done = self.run(*args, cwd=cwd)
-        assert done.returncode == 0, f"aws lambda {' '.join(args)} failed ({done.returncode}): {done.stderr}"
+        assert done.returncode == 0, f"aws {self.service} {' '.join(args)} failed ({done.returncode}): {done.stderr}"
         return json.loads(done.stdout) if done.stdout.strip() else None
 
     def fails(self, *args: str) -> str:
-        """Runs `aws lambda ARGS`, asserts it failed, returns stderr."""
+        """Runs `aws SERVICE ARGS`, asserts it failed, returns stderr."""
         done = self.run(*args)
-        assert done.returncode != 0, f"aws lambda {' '.join(args)} succeeded: {done.stdout}"
+        assert done.returncode != 0, f"aws {self.service} {' '.join(args)} succeeded: {done.stdout}"
         return done.stderr
 
 
@@ -230,3 +231,11 @@ def aws(server):
     if shutil.which("aws") is None:
         pytest.fail("the aws CLI is not installed (pip install awscli; scripts/test does)", pytrace=False)
     return AwsCli(server)
+
+
+@pytest.fixture(scope="session")
+def aws_sqs(server):
+    """`aws sqs …` against the platform's queues."""
+    if shutil.which("aws") is None:
+        pytest.fail("the aws CLI is not installed (pip install awscli; scripts/test does)", pytrace=False)
+    return AwsCli(server, service="sqs")

@@ -234,8 +234,16 @@ def parse_exports(text: str) -> dict[str, str]:
 
 
 def lambda_client(url: str, access_key=ROOT_ACCESS_KEY_ID, secret_key=ROOT_SECRET_ACCESS_KEY, validate=True):
+    return aws_client("lambda", url, access_key, secret_key, validate)
+
+
+def sqs_client(url: str, access_key=ROOT_ACCESS_KEY_ID, secret_key=ROOT_SECRET_ACCESS_KEY, validate=True):
+    return aws_client("sqs", url, access_key, secret_key, validate)
+
+
+def aws_client(service: str, url: str, access_key: str, secret_key: str, validate: bool):
     return boto3.session.Session().client(
-        "lambda",
+        service,
         endpoint_url=url,
         region_name=REGION,
         aws_access_key_id=access_key,
@@ -324,6 +332,7 @@ def signed_request(
     secret_key: str = ROOT_SECRET_ACCESS_KEY,
     region: str = REGION,
     tamper=None,
+    service: str = "lambda",
 ) -> RawResponse:
     """Signs a request with botocore's SigV4 signer and sends it as is.
 
@@ -334,7 +343,7 @@ def signed_request(
     hdrs.update(headers or {})
     req = botocore.awsrequest.AWSRequest(method=method, url=base_url + path, data=body or b"", headers=hdrs)
     creds = botocore.credentials.Credentials(access_key, secret_key)
-    botocore.auth.SigV4Auth(creds, "lambda", region).add_auth(req)
+    botocore.auth.SigV4Auth(creds, service, region).add_auth(req)
     prepared = req.prepare()
     send_body = prepared.body
     send_headers = dict(prepared.headers.items())

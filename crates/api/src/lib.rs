@@ -59,6 +59,9 @@ pub enum OpenError {
     /// The log directory did not open.
     #[error("open logs {0}: {1}")]
     Logs(PathBuf, std::io::Error),
+    /// The queues' store did not open.
+    #[error("open queues: {0}")]
+    Queues(#[from] nimbus_queues::QueueError),
 }
 
 /// What `nimbus up` configures.
@@ -102,6 +105,9 @@ pub struct Platform {
     containers: Result<Arc<ContainerPool>, String>,
     /// Where unpacked `provided.*` packages live, one directory per SHA-256.
     code_dir: PathBuf,
+    /// The built-in queues (SQS API), in `async.db` beside the async path's
+    /// journal, so it can enqueue in its own transactions.
+    queues: Arc<nimbus_queues::Queues>,
     /// An exclusive lock on the data directory, held while the platform
     /// runs: two servers must never share one (nor sweep each other's
     /// sandboxes).
@@ -153,6 +159,7 @@ impl Platform {
             placement: Placement::new(PLACEMENT_SHARDS, 1, boot_seed()),
             containers,
             code_dir: dir.join("code"),
+            queues: open_queues(dir)?,
             _lock: lock,
         };
         platform.load_snapshots()?;
@@ -479,4 +486,30 @@ fn boot_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// How often expired queue messages are swept (receives also drop their
+/// queue's expired messages before they look, so this only bounds how long
+/// an unread queue holds them).
+const QUEUE_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The built-in queues in `async.db`, and their retention sweep.
+fn open_queues(dir: &Path) -> Result<Arc<nimbus_queues::Queues>, OpenError> {
+    let queues = Arc::new(nimbus_queues::Queues::open(&dir.join("async.db"))?);
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let weak = Arc::downgrade(&queues);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(QUEUE_SWEEP_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(queues) = weak.upgrade() else { return };
+                match queues.sweep().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(messages = n, "expired queue messages swept"),
+                    Err(e) => tracing::warn!(error = %e, "queue retention sweep failed"),
+                }
+            }
+        });
+    }
+    Ok(queues)
 }

@@ -517,6 +517,9 @@ pub fn router(platform: Arc<Platform>) -> Router {
             .route(path, route.clone())
             .route(&format!("{path}/"), route);
     }
+    // The built-in queues speak SQS's JSON protocol: every operation is a
+    // POST to / naming itself in X-Amz-Target.
+    router = router.route("/", axum::routing::post(crate::ops::sqs::dispatch));
     router
         .fallback(unknown_operation)
         .method_not_allowed_fallback(unknown_operation)

@@ -24,6 +24,10 @@ pub const CODE_BODY_MAX_BYTES: usize = 69_905_067;
 pub const INVOKE_SYNC_PAYLOAD_MAX_BYTES: usize = 6_291_456;
 /// Largest asynchronous invoke payload (Lambda's 1 MB).
 pub const INVOKE_ASYNC_PAYLOAD_MAX_BYTES: usize = 1_048_576;
+/// Largest body of an SQS request: a message may hold 1 MiB, and the JSON
+/// escapes botocore writes (`\\uXXXX` for every non-ASCII character) can
+/// triple it; attributes and the envelope fit in the rest.
+pub const SQS_BODY_MAX_BYTES: usize = 6_291_456;
 /// Largest body of any other operation.
 pub const OTHER_BODY_MAX_BYTES: usize = 6_291_456;
 /// How much of an oversize body is read and discarded so the client sees the
@@ -101,6 +105,13 @@ fn limit_for(method: &Method, path: &str, headers: &axum::http::HeaderMap) -> Li
             operation: "UpdateFunctionCode",
         };
     }
+    if *method == Method::POST && path.is_empty() {
+        return Limit {
+            max_bytes: SQS_BODY_MAX_BYTES,
+            code: "RequestEntityTooLargeException",
+            operation: "SQS",
+        };
+    }
     Limit {
         max_bytes: OTHER_BODY_MAX_BYTES,
         code: "RequestEntityTooLargeException",
@@ -144,16 +155,24 @@ pub async fn authenticate(
 ) -> Response {
     let (mut parts, body) = request.into_parts();
     let limit = limit_for(&parts.method, parts.uri.path(), &parts.headers);
+    // An SQS client reads errors only in SQS's shape.
+    let sqs = crate::ops::sqs::is_sqs_request(parts.uri.path(), &parts.headers);
+    let answer = |e: ApiError| {
+        if sqs {
+            crate::ops::sqs::SqsError::from(e).into_response()
+        } else {
+            e.into_response()
+        }
+    };
     let too_large = || {
-        ApiError::new(
+        answer(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             limit.code,
             format!(
                 "Request must be smaller than {} bytes for the {} operation",
                 limit.max_bytes, limit.operation
             ),
-        )
-        .into_response()
+        ))
     };
     let declared = parts
         .headers
@@ -166,11 +185,11 @@ pub async fn authenticate(
     let bytes = match read_body(body, limit.max_bytes).await {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return too_large(),
-        Err(e) => return e.into_response(),
+        Err(e) => return answer(e),
     };
     let caller = match check_signature(&platform, &parts, &bytes) {
         Ok(caller) => caller,
-        Err(e) => return e.into_response(),
+        Err(e) => return answer(e),
     };
     parts.extensions.insert(caller);
     next.run(Request::from_parts(parts, Body::from(bytes)))

@@ -10,6 +10,7 @@ pub mod invoke;
 pub mod logs;
 pub mod provisioned;
 pub mod resolve;
+pub mod sqs;
 pub mod tags;
 pub mod versions;
 
