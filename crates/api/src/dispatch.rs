@@ -14,7 +14,11 @@ use crate::Platform;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::ops::invoke;
-use nimbus_journal::{Claimed, Completion, Ending, Journal};
+use axum::http::StatusCode;
+use bytes::Bytes;
+use nimbus_control::EventInvokeConfig;
+use nimbus_journal::{Claimed, Completion, Delivery, Ending, Journal, NewInvocation};
+use serde_json::{Value, json};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -191,9 +195,127 @@ fn throttle_delay(base: Duration, age: Duration) -> Duration {
         .mul_f64(0.75 + fastrand::f64() * 0.5)
 }
 
+/// What running an attempt gave.
+#[derive(Debug)]
+enum Ran {
+    /// The function answered with this body.
+    Answered(Bytes),
+    /// The function failed: its error as text, and Lambda's error body.
+    FunctionError(String, Bytes),
+    /// It could not run now (a limit); why.
+    Throttled(String),
+    /// The function or its version is gone; why.
+    Gone(String),
+    /// It could not run (the platform failed); why.
+    Broken(String),
+}
+
+/// What becomes of an attempt.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Succeeded(Bytes),
+    Retry {
+        due_at_ms: i64,
+        error: String,
+    },
+    Throttled {
+        due_at_ms: i64,
+        reason: String,
+    },
+    Failed {
+        condition: &'static str,
+        error: String,
+        /// The function's error body, when it ran.
+        response: Option<Bytes>,
+    },
+}
+
+/// Whether an attempt may run at `now_ms` at all: not when the event is
+/// older than its maximum age, nor when earlier attempts (that lost their
+/// leases mid-run) used up the retries.
+fn before_running(config: &EventInvokeConfig, claimed: &Claimed, now_ms: i64) -> Option<Verdict> {
+    let age_ms = now_ms - claimed.accepted_at_ms;
+    let max_age_s = config.maximum_event_age_s();
+    if age_ms > i64::from(max_age_s) * 1000 {
+        return Some(Verdict::Failed {
+            condition: "EventAgeExceeded",
+            error: format!(
+                "the event waited {:.0} s, longer than its MaximumEventAgeInSeconds of {max_age_s}",
+                age_ms as f64 / 1000.0
+            ),
+            response: None,
+        });
+    }
+    if claimed.attempt > config.retries() + 1 {
+        return Some(Verdict::Failed {
+            condition: "RetriesExhausted",
+            error: format!(
+                "{} attempts were made (MaximumRetryAttempts {})",
+                claimed.attempt - 1,
+                config.retries()
+            ),
+            response: None,
+        });
+    }
+    None
+}
+
+/// What becomes of an attempt that ran (or tried to) and ended at `now_ms`.
+fn after_running(
+    config: &EventInvokeConfig,
+    claimed: &Claimed,
+    now_ms: i64,
+    base: Duration,
+    ran: Ran,
+) -> Verdict {
+    let (error, response) = match ran {
+        Ran::Answered(body) => return Verdict::Succeeded(body),
+        Ran::Throttled(reason) => {
+            let age = Duration::from_millis((now_ms - claimed.accepted_at_ms).max(0) as u64);
+            return Verdict::Throttled {
+                due_at_ms: now_ms + throttle_delay(base, age).as_millis() as i64,
+                reason,
+            };
+        }
+        Ran::Gone(why) => {
+            // Nothing can run it again.
+            return Verdict::Failed {
+                condition: "RetriesExhausted",
+                error: why,
+                response: None,
+            };
+        }
+        Ran::FunctionError(error, body) => (error, Some(body)),
+        Ran::Broken(why) => (why, None),
+    };
+    if claimed.attempt > config.retries() {
+        return Verdict::Failed {
+            condition: "RetriesExhausted",
+            error,
+            response,
+        };
+    }
+    Verdict::Retry {
+        due_at_ms: now_ms + retry_delay(base, claimed.attempt).as_millis() as i64,
+        error,
+    }
+}
+
 /// Runs one claimed attempt and reports how it ended.
 async fn run_attempt(platform: &Arc<Platform>, claimed: Claimed) {
-    let ending = attempt(platform, &claimed).await;
+    let inv = &claimed.invocation;
+    let config = platform
+        .event_configs
+        .get(&inv.tenant, &inv.function, &inv.qualifier);
+    let verdict = match before_running(&config, &claimed, now_ms()) {
+        Some(refused) => refused,
+        None => {
+            let ran = run(platform, &claimed).await;
+            let base = platform.asynchronous.retry_base;
+            after_running(&config, &claimed, now_ms(), base, ran)
+        }
+    };
+    let ending = platform.ending(&config, &claimed, verdict);
     let (seq, epoch, id) = (claimed.seq, claimed.epoch, claimed.id.clone());
     match platform.journal.end(seq, epoch, ending, now_ms()).await {
         Ok(Completion::Accepted) => {}
@@ -207,106 +329,339 @@ async fn run_attempt(platform: &Arc<Platform>, claimed: Claimed) {
     }
 }
 
-async fn attempt(platform: &Arc<Platform>, claimed: &Claimed) -> Ending {
+/// Runs the invocation exactly as a synchronous Invoke would.
+async fn run(platform: &Arc<Platform>, claimed: &Claimed) -> Ran {
     let inv = &claimed.invocation;
-    let config = platform
-        .event_configs
-        .get(&inv.tenant, &inv.function, &inv.qualifier);
-    let now = now_ms();
-    let age = Duration::from_millis((now - claimed.accepted_at_ms).max(0) as u64);
-    let base = platform.asynchronous.retry_base;
-    let failed = |condition: &str, error: String| Ending::Failed {
-        condition: condition.to_string(),
-        error,
-        dead_lettered: false,
-    };
-    if age > Duration::from_secs(config.maximum_event_age_s().into()) {
-        return failed(
-            "EventAgeExceeded",
-            format!(
-                "the event waited {:.0} s, longer than its MaximumEventAgeInSeconds of {}",
-                age.as_secs_f64(),
-                config.maximum_event_age_s()
-            ),
-        );
-    }
-    if claimed.attempt > config.retries() + 1 {
-        // Earlier attempts lost their leases mid-run; they count.
-        return failed(
-            "RetriesExhausted",
-            format!(
-                "{} attempts were made (MaximumRetryAttempts {})",
-                claimed.attempt - 1,
-                config.retries()
-            ),
-        );
-    }
     let caller = Caller {
         account_id: inv.tenant.clone(),
     };
-    let outcome = run(platform, &caller, claimed).await;
-    let error = match outcome {
-        Ok(Ok(())) => return Ending::Succeeded,
-        Ok(Err(function_error)) => function_error,
-        Err(e) if e.status == axum::http::StatusCode::TOO_MANY_REQUESTS => {
-            let due_at_ms = now_ms() + throttle_delay(base, age).as_millis() as i64;
-            return Ending::Throttled {
-                due_at_ms,
-                reason: format!("{}: {}", e.reason.unwrap_or(e.code), e.message),
-            };
-        }
-        Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
-            // The function (or the version) is gone: nothing can run it.
-            return failed("RetriesExhausted", format!("{}: {}", e.code, e.message));
-        }
-        Err(e) => format!("{}: {}", e.code, e.message),
+    let executed = async {
+        let snapshot = invoke::snapshot_of(platform, &caller, &inv.function, &inv.version).await?;
+        let _running = platform
+            .concurrency
+            .admit(&inv.tenant, &inv.function)
+            .map_err(|t| ApiError::throttled(t.reason(), t.to_string()))?;
+        let payload = Bytes::from(inv.payload.clone());
+        invoke::execute(platform, &caller, &snapshot, &claimed.id, payload).await
     };
-    if claimed.attempt > config.retries() {
-        return failed("RetriesExhausted", error);
-    }
-    Ending::Retry {
-        due_at_ms: now_ms() + retry_delay(base, claimed.attempt).as_millis() as i64,
-        error,
+    match executed.await {
+        Ok((result, log, _tier)) => {
+            platform.logs.append(&inv.tenant, &inv.function, log);
+            match result {
+                Ok(body) => Ran::Answered(body),
+                Err(body) => Ran::FunctionError(error_text(&body), body),
+            }
+        }
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => {
+            Ran::Throttled(format!("{}: {}", e.reason.unwrap_or(e.code), e.message))
+        }
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            Ran::Gone(format!("{}: {}", e.code, e.message))
+        }
+        Err(e) => Ran::Broken(format!("{}: {}", e.code, e.message)),
     }
 }
 
-/// Runs the invocation: `Ok(Ok)` when the function answered, `Ok(Err)`
-/// with the function's error, `Err` when it could not run.
-async fn run(
-    platform: &Arc<Platform>,
-    caller: &Caller,
-    claimed: &Claimed,
-) -> Result<Result<(), String>, ApiError> {
-    let inv = &claimed.invocation;
-    let snapshot = invoke::snapshot_of(platform, caller, &inv.function, &inv.version).await?;
-    let _running = platform
-        .concurrency
-        .admit(&inv.tenant, &inv.function)
-        .map_err(|t| ApiError::throttled(t.reason(), t.to_string()))?;
-    let payload = bytes::Bytes::from(inv.payload.clone());
-    let (result, log, _tier) =
-        invoke::execute(platform, caller, &snapshot, &claimed.id, payload).await?;
-    platform.logs.append(&inv.tenant, &inv.function, log);
-    Ok(result.map(drop).map_err(|body| {
-        // Lambda's error body: {"errorMessage", "errorType"}.
-        let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-        let field = |k: &str| {
-            parsed
-                .as_ref()
-                .and_then(|v| v.get(k))
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-        };
-        match (field("errorType"), field("errorMessage")) {
-            (Some(t), Some(m)) => format!("{t}: {m}"),
-            _ => String::from_utf8_lossy(&body).into_owned(),
-        }
-    }))
+/// A function error's body (`{"errorMessage", "errorType"}`) as one line.
+fn error_text(body: &[u8]) -> String {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |k: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    match (field("errorType"), field("errorMessage")) {
+        (Some(t), Some(m)) => format!("{t}: {m}"),
+        _ => String::from_utf8_lossy(body).into_owned(),
+    }
 }
+
+/// A JSON document as a value: parsed, or as a string when it is not JSON.
+fn json_of(bytes: &[u8]) -> Value {
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(bytes).unwrap_or_else(|_| String::from_utf8_lossy(bytes).into())
+}
+
+impl Platform {
+    /// The journal's ending for a verdict, with what it hands on: the
+    /// dead-letter queue and the failure destination take a failed event,
+    /// the success destination a success's record.
+    fn ending(&self, config: &EventInvokeConfig, claimed: &Claimed, verdict: Verdict) -> Ending {
+        match verdict {
+            Verdict::Succeeded(body) => Ending::Succeeded {
+                deliveries: config
+                    .on_success
+                    .iter()
+                    .filter_map(|to| self.destination(to, claimed, "Success", None, Some(&body)))
+                    .collect(),
+            },
+            Verdict::Retry { due_at_ms, error } => Ending::Retry { due_at_ms, error },
+            Verdict::Throttled { due_at_ms, reason } => Ending::Throttled { due_at_ms, reason },
+            Verdict::Failed {
+                condition,
+                error,
+                response,
+            } => {
+                let mut deliveries = Vec::new();
+                let inv = &claimed.invocation;
+                let dead_letter = self
+                    .snapshots
+                    .get(&inv.tenant, &inv.function, &inv.version)
+                    .and_then(|s| s.config.dead_letter_target.clone());
+                if let Some(arn) = dead_letter {
+                    // Lambda's dead letter: the event, with why it failed.
+                    let function_arn = self
+                        .arn(&Caller {
+                            account_id: inv.tenant.clone(),
+                        })
+                        .qualified_arn(&inv.function, &inv.qualifier);
+                    deliveries.push(Delivery::Queue {
+                        arn,
+                        body: String::from_utf8_lossy(&inv.payload).into_owned(),
+                        attributes: vec![
+                            ("RequestID".into(), "String".into(), claimed.id.clone()),
+                            ("ErrorCode".into(), "Number".into(), "200".into()),
+                            ("ErrorMessage".into(), "String".into(), error.clone()),
+                            // nimbus' own, for `nimbus dlq redrive`.
+                            (REDRIVE_ATTRIBUTE.into(), "String".into(), function_arn),
+                        ],
+                    });
+                }
+                if let Some(to) = &config.on_failure {
+                    deliveries.extend(self.destination(
+                        to,
+                        claimed,
+                        condition,
+                        Some(&error),
+                        response.as_deref(),
+                    ));
+                }
+                Ending::Failed {
+                    condition: condition.to_string(),
+                    error,
+                    deliveries,
+                }
+            }
+        }
+    }
+
+    /// A record in Lambda's destination format, for a queue or a function.
+    fn destination(
+        &self,
+        to: &str,
+        claimed: &Claimed,
+        condition: &str,
+        error: Option<&str>,
+        response: Option<&[u8]>,
+    ) -> Option<Delivery> {
+        let inv = &claimed.invocation;
+        let caller = Caller {
+            account_id: inv.tenant.clone(),
+        };
+        let timestamp = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut record = json!({
+            "version": "1.0",
+            "timestamp": timestamp,
+            "requestContext": {
+                "requestId": claimed.id,
+                "functionArn": self.arn(&caller).qualified_arn(&inv.function, &inv.qualifier),
+                "condition": condition,
+                "approximateInvokeCount": claimed.attempt,
+            },
+            "requestPayload": json_of(&inv.payload),
+        });
+        if let Some(body) = response {
+            let mut context = json!({ "statusCode": 200, "executedVersion": inv.version });
+            if error.is_some() {
+                context["functionError"] = "Unhandled".into();
+            }
+            record["responseContext"] = context;
+            record["responsePayload"] = json_of(body);
+        }
+        let body = record.to_string();
+        if to.split(':').nth(2) == Some("sqs") {
+            return Some(Delivery::Queue {
+                arn: to.to_string(),
+                body,
+                attributes: Vec::new(),
+            });
+        }
+        // A function: `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]`,
+        // of the same account (nimbus delivers within a tenant only).
+        let mut parts = to.splitn(8, ':').skip(4);
+        let (account, _, name, qualifier) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next());
+        if account != inv.tenant {
+            tracing::warn!(
+                destination = to,
+                "a destination in another account is not delivered to"
+            );
+            return None;
+        }
+        let qualifier = qualifier.unwrap_or(nimbus_worker::snapshot::LATEST);
+        let version = match qualifier.parse::<u64>() {
+            Ok(_) => qualifier.to_string(),
+            Err(_) if qualifier == nimbus_worker::snapshot::LATEST => qualifier.to_string(),
+            Err(_) => self
+                .snapshots
+                .alias(&inv.tenant, name, qualifier)?
+                .pick(fastrand::f64())
+                .to_string(),
+        };
+        Some(Delivery::Invoke(NewInvocation {
+            tenant: inv.tenant.clone(),
+            function: name.to_string(),
+            qualifier: qualifier.to_string(),
+            version,
+            payload: body.into_bytes(),
+            idempotency_key: None,
+        }))
+    }
+}
+
+/// The message attribute of a dead letter naming the function (and
+/// qualifier) that failed, so `nimbus dlq redrive` can send it back.
+pub const REDRIVE_ATTRIBUTE: &str = "nimbus.FunctionArn";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const T0: i64 = 1_800_000_000_000;
+    const BASE: Duration = Duration::from_secs(60);
+
+    fn claimed(attempt: u32) -> Claimed {
+        Claimed {
+            seq: 1,
+            id: "id".into(),
+            epoch: u64::from(attempt),
+            attempt,
+            accepted_at_ms: T0,
+            invocation: NewInvocation {
+                tenant: "111122223333".into(),
+                function: "f".into(),
+                qualifier: "$LATEST".into(),
+                version: "$LATEST".into(),
+                payload: b"{}".to_vec(),
+                idempotency_key: None,
+            },
+        }
+    }
+
+    fn config(retries: Option<u32>, max_age_s: Option<u32>) -> EventInvokeConfig {
+        EventInvokeConfig {
+            maximum_retry_attempts: retries,
+            maximum_event_age_s: max_age_s,
+            ..EventInvokeConfig::default_for("f", "$LATEST")
+        }
+    }
+
+    fn failed() -> Ran {
+        Ran::FunctionError("Unhandled: boom".into(), Bytes::from_static(b"{}"))
+    }
+
+    #[test]
+    fn an_event_older_than_its_maximum_age_is_not_attempted() {
+        let c = config(None, Some(60));
+        assert_eq!(before_running(&c, &claimed(2), T0 + 60_000), None);
+        let late = before_running(&c, &claimed(2), T0 + 60_001);
+        assert!(
+            matches!(
+                late,
+                Some(Verdict::Failed {
+                    condition: "EventAgeExceeded",
+                    ..
+                })
+            ),
+            "{late:?}"
+        );
+        // Lambda's default: six hours.
+        let d = config(None, None);
+        assert_eq!(before_running(&d, &claimed(1), T0 + 6 * 3_600_000), None);
+        assert!(before_running(&d, &claimed(1), T0 + 6 * 3_600_000 + 1).is_some());
+    }
+
+    #[test]
+    fn a_function_error_is_retried_with_backoff_until_the_retries_run_out() {
+        let c = config(None, None);
+        let now = T0 + 10;
+        for attempt in 1..=2 {
+            match after_running(&c, &claimed(attempt), now, BASE, failed()) {
+                Verdict::Retry { due_at_ms, error } => {
+                    let wait = (due_at_ms - now) as f64 / 1000.0;
+                    let expected = 60.0 * f64::from(1 << (attempt - 1));
+                    assert!(wait >= expected * 0.75 && wait <= expected * 1.25, "{wait}");
+                    assert_eq!(error, "Unhandled: boom");
+                }
+                other => panic!("attempt {attempt}: {other:?}"),
+            }
+        }
+        let last = after_running(&c, &claimed(3), now, BASE, failed());
+        assert!(
+            matches!(
+                &last,
+                Verdict::Failed {
+                    condition: "RetriesExhausted",
+                    response: Some(_),
+                    ..
+                }
+            ),
+            "{last:?}"
+        );
+        let none = config(Some(0), None);
+        assert!(matches!(
+            after_running(&none, &claimed(1), now, BASE, failed()),
+            Verdict::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn throttles_wait_without_using_up_retries_and_attempts_lost_mid_run_do_count() {
+        let c = config(Some(0), None);
+        let throttled = after_running(&c, &claimed(1), T0, BASE, Ran::Throttled("x".into()));
+        assert!(
+            matches!(throttled, Verdict::Throttled { .. }),
+            "{throttled:?}"
+        );
+        // The first attempt lost its lease mid-run: the second may not run
+        // when no retries are allowed.
+        let refused = before_running(&c, &claimed(2), T0 + 1);
+        assert!(
+            matches!(
+                refused,
+                Some(Verdict::Failed {
+                    condition: "RetriesExhausted",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        let gone = after_running(
+            &config(None, None),
+            &claimed(1),
+            T0,
+            BASE,
+            Ran::Gone("no".into()),
+        );
+        assert!(
+            matches!(gone, Verdict::Failed { .. }),
+            "a deleted function is not retried"
+        );
+        let ok = after_running(
+            &c,
+            &claimed(1),
+            T0,
+            BASE,
+            Ran::Answered(Bytes::from_static(b"1")),
+        );
+        assert_eq!(ok, Verdict::Succeeded(Bytes::from_static(b"1")));
+    }
 
     #[test]
     fn retries_back_off_exponentially_within_their_jitter() {

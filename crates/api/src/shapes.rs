@@ -108,6 +108,9 @@ pub fn function_configuration(
     if !c.environment.is_empty() {
         out["Environment"] = json!({ "Variables": c.environment });
     }
+    if let Some(arn) = &c.dead_letter_target {
+        out["DeadLetterConfig"] = json!({ "TargetArn": arn });
+    }
     out
 }
 

@@ -118,6 +118,10 @@ pub struct FunctionConfig {
     pub ephemeral_storage_mb: u32,
     /// Environment variables handed to the function.
     pub environment: BTreeMap<String, String>,
+    /// Where an async event goes when every attempt failed
+    /// (`DeadLetterConfig.TargetArn`: a built-in queue's ARN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_target: Option<String>,
 }
 
 /// A stored function: its configuration, its code and its revision.

@@ -27,7 +27,7 @@ mod watermark;
 mod writer;
 
 pub use record::{
-    Accepted, AttemptRecord, Claimed, Completion, Ending, NewInvocation, State, Status,
+    Accepted, AttemptRecord, Claimed, Completion, Delivery, Ending, NewInvocation, State, Status,
 };
 
 use rusqlite::{Connection, params};
@@ -188,6 +188,9 @@ impl Journal {
     ) -> Result<(Journal, Recovery), JournalError> {
         let mut conn = connect(path)?;
         schema::create(&conn).map_err(store)?;
+        // Dead letters and destination records go into the built-in queues
+        // in the same transactions.
+        nimbus_queues::create_schema(&conn).map_err(|e| JournalError::Store(e.to_string()))?;
         let damaged = |details: String| JournalError::Damaged {
             path: path.to_path_buf(),
             details,

@@ -121,11 +121,32 @@ pub struct Claimed {
     pub invocation: NewInvocation,
 }
 
+/// Something an ending hands on, in the same transaction that records it:
+/// a dead letter or a destination's record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// A message into one of the tenant's built-in queues.
+    Queue {
+        /// The queue's ARN.
+        arn: String,
+        /// The message body.
+        body: String,
+        /// Message attributes: (name, data type — `String` or `Number` —,
+        /// value).
+        attributes: Vec<(String, String, String)>,
+    },
+    /// A new async invocation (a destination function).
+    Invoke(NewInvocation),
+}
+
 /// How an attempt ended, as its owner reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ending {
-    /// The function answered.
-    Succeeded,
+    /// The function answered; `deliveries` take the success record.
+    Succeeded {
+        /// Where the record of the success goes.
+        deliveries: Vec<Delivery>,
+    },
     /// The function failed; another attempt is due at `due_at_ms`.
     Retry {
         /// When the next attempt may start.
@@ -141,35 +162,43 @@ pub enum Ending {
         /// Why it could not run.
         reason: String,
     },
-    /// No attempt will follow.
+    /// No attempt will follow; `deliveries` take the event (a dead-letter
+    /// queue, a failure destination). If one of them does, the invocation
+    /// is dead-lettered, else failed.
     Failed {
         /// Lambda's condition: `RetriesExhausted` or `EventAgeExceeded`.
         condition: String,
         /// The last error.
         error: String,
-        /// A dead-letter queue or failure destination took the record.
-        dead_lettered: bool,
+        /// Where the failed event goes.
+        deliveries: Vec<Delivery>,
     },
 }
 
 impl Ending {
-    /// The state the invocation moves to.
-    pub fn state(&self) -> State {
+    /// The state the invocation moves to, given how many of its
+    /// deliveries were made.
+    pub(crate) fn state(&self, delivered: usize) -> State {
         match self {
-            Ending::Succeeded => State::Succeeded,
+            Ending::Succeeded { .. } => State::Succeeded,
             Ending::Retry { .. } | Ending::Throttled { .. } => State::Retrying,
-            Ending::Failed {
-                dead_lettered: true,
-                ..
-            } => State::DeadLettered,
+            Ending::Failed { .. } if delivered > 0 => State::DeadLettered,
             Ending::Failed { .. } => State::Failed,
+        }
+    }
+
+    /// What the ending hands on.
+    pub(crate) fn deliveries(&self) -> &[Delivery] {
+        match self {
+            Ending::Succeeded { deliveries } | Ending::Failed { deliveries, .. } => deliveries,
+            _ => &[],
         }
     }
 
     /// The word stored in the attempt's record.
     pub(crate) fn outcome(&self) -> &'static str {
         match self {
-            Ending::Succeeded => "succeeded",
+            Ending::Succeeded { .. } => "succeeded",
             Ending::Retry { .. } => "failed",
             Ending::Throttled { .. } => "throttled",
             Ending::Failed { .. } => "failed",

@@ -47,7 +47,14 @@ async fn an_accepted_invocation_is_claimed_once_and_its_success_recorded() {
         claim_all(&j, T0 + 10, 1_000).await.is_empty(),
         "a leased invocation is not due"
     );
-    let done = j.end(c.seq, c.epoch, Ending::Succeeded, T0 + 20).await;
+    let done = j
+        .end(
+            c.seq,
+            c.epoch,
+            Ending::Succeeded { deliveries: vec![] },
+            T0 + 20,
+        )
+        .await;
     assert_eq!(done.unwrap(), Completion::Accepted);
     let status = j.status("111122223333", &id).unwrap().unwrap();
     assert_eq!(status.state, State::Succeeded);
@@ -130,7 +137,12 @@ async fn a_stale_owner_cannot_complete_after_its_lease_is_taken_over() {
     assert_eq!((first.epoch, second.epoch), (1, 2));
     assert_eq!(second.attempt, 2);
     let late = j
-        .end(first.seq, first.epoch, Ending::Succeeded, T0 + 150)
+        .end(
+            first.seq,
+            first.epoch,
+            Ending::Succeeded { deliveries: vec![] },
+            T0 + 150,
+        )
         .await;
     assert_eq!(late.unwrap(), Completion::Stale);
     assert_eq!(j.stale_endings(), 1);
@@ -141,7 +153,12 @@ async fn a_stale_owner_cannot_complete_after_its_lease_is_taken_over() {
         "the stale ending changed nothing"
     );
     let owner = j
-        .end(second.seq, second.epoch, Ending::Succeeded, T0 + 160)
+        .end(
+            second.seq,
+            second.epoch,
+            Ending::Succeeded { deliveries: vec![] },
+            T0 + 160,
+        )
         .await;
     assert_eq!(owner.unwrap(), Completion::Accepted);
     let status = j.status("111122223333", id.id()).unwrap().unwrap();
@@ -154,7 +171,12 @@ async fn a_stale_owner_cannot_complete_after_its_lease_is_taken_over() {
     assert_eq!(status.state, State::Succeeded);
     // Once ended, even the owner's second ending is stale.
     let twice = j
-        .end(second.seq, second.epoch, Ending::Succeeded, T0 + 170)
+        .end(
+            second.seq,
+            second.epoch,
+            Ending::Succeeded { deliveries: vec![] },
+            T0 + 170,
+        )
         .await;
     assert_eq!(twice.unwrap(), Completion::Stale);
 }
@@ -192,7 +214,7 @@ async fn retries_wait_until_due_and_throttles_do_not_use_up_attempts() {
     let failed = Ending::Failed {
         condition: "RetriesExhausted".into(),
         error: "Unhandled: boom".into(),
-        dead_lettered: false,
+        deliveries: vec![],
     };
     j.end(c.seq, c.epoch, failed, T0 + 600).await.unwrap();
     let status = j.status("111122223333", id.id()).unwrap().unwrap();
@@ -220,9 +242,14 @@ async fn a_full_backlog_refuses_and_stores_nothing() {
         "another tenant's backlog is its own"
     );
     let c = claim_all(&j, T0, 1_000).await;
-    j.end(c[0].seq, c[0].epoch, Ending::Succeeded, T0)
-        .await
-        .unwrap();
+    j.end(
+        c[0].seq,
+        c[0].epoch,
+        Ending::Succeeded { deliveries: vec![] },
+        T0,
+    )
+    .await
+    .unwrap();
     assert!(
         matches!(
             j.accept(invocation("f", Some("k")), T0).await,
@@ -380,9 +407,14 @@ async fn purge_removes_finished_invocations_and_expired_keys_only() {
     let waiting = j.accept(invocation("g", None), T0).await.unwrap();
     let c = claim_all(&j, T0, 1_000).await;
     let finished = c.iter().find(|c| c.id == done.id()).unwrap();
-    j.end(finished.seq, finished.epoch, Ending::Succeeded, T0)
-        .await
-        .unwrap();
+    j.end(
+        finished.seq,
+        finished.epoch,
+        Ending::Succeeded { deliveries: vec![] },
+        T0,
+    )
+    .await
+    .unwrap();
     let unfinished = c.iter().find(|c| c.id == waiting.id()).unwrap();
     let retry = Ending::Retry {
         due_at_ms: T0 + 10,
@@ -396,4 +428,84 @@ async fn purge_removes_finished_invocations_and_expired_keys_only() {
     assert!(j.status("111122223333", done.id()).unwrap().is_none());
     assert!(j.status("111122223333", waiting.id()).unwrap().is_some());
     assert_eq!(j.backlog("111122223333").unwrap(), [("g".to_string(), 1)]);
+}
+
+const DLQ: &str = "arn:aws:sqs:us-east-1:111122223333:dlq";
+
+#[tokio::test]
+async fn a_failed_invocation_is_dead_lettered_with_its_end_or_marked_failed_when_it_cannot_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), JournalConfig::default());
+    let queues = Connection::open(dir.path().join("async.db")).unwrap();
+    nimbus_queues::create_queue(&queues, "111122223333", "dlq", &[], T0 as u64).unwrap();
+    let letter = |body: &str| Delivery::Queue {
+        arn: DLQ.into(),
+        body: body.into(),
+        attributes: vec![("ErrorMessage".into(), "String".into(), "boom".into())],
+    };
+    let kept = j.accept(invocation("f", None), T0).await.unwrap();
+    let lost = j.accept(invocation("g", None), T0).await.unwrap();
+    let claimed = claim_all(&j, T0, 1_000).await;
+    let by_id = |id: &str| claimed.iter().find(|c| c.id == id).unwrap();
+    let failed = |deliveries| Ending::Failed {
+        condition: "RetriesExhausted".into(),
+        error: "Unhandled: boom".into(),
+        deliveries,
+    };
+    let c = by_id(kept.id());
+    j.end(c.seq, c.epoch, failed(vec![letter(r#"{"n": 1}"#)]), T0 + 1)
+        .await
+        .unwrap();
+    let gone = Delivery::Queue {
+        arn: "arn:aws:sqs:us-east-1:111122223333:no-such-queue".into(),
+        body: "{}".into(),
+        attributes: vec![],
+    };
+    let c = by_id(lost.id());
+    j.end(c.seq, c.epoch, failed(vec![gone]), T0 + 1)
+        .await
+        .unwrap();
+
+    let s = j.status("111122223333", kept.id()).unwrap().unwrap();
+    assert_eq!(s.state, State::DeadLettered);
+    let s = j.status("111122223333", lost.id()).unwrap().unwrap();
+    assert_eq!(s.state, State::Failed, "nothing took it");
+    assert!(
+        s.last_error.as_deref().unwrap().contains("no-such-queue"),
+        "{s:?}"
+    );
+    let options = nimbus_queues::ReceiveOptions {
+        max_messages: 10,
+        visibility_timeout_s: None,
+    };
+    let got =
+        nimbus_queues::receive(&queues, "111122223333", "dlq", &options, T0 as u64 + 2).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, r#"{"n": 1}"#);
+    assert_eq!(
+        got[0].attributes["ErrorMessage"].string_value.as_deref(),
+        Some("boom")
+    );
+}
+
+#[tokio::test]
+async fn a_destination_function_gets_a_new_invocation_in_the_same_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), JournalConfig::default());
+    let first = j.accept(invocation("f", None), T0).await.unwrap();
+    let c = claim_all(&j, T0, 1_000).await.remove(0);
+    let mut record = invocation("on-success", None);
+    record.payload = br#"{"requestContext": {}}"#.to_vec();
+    let ending = Ending::Succeeded {
+        deliveries: vec![Delivery::Invoke(record.clone())],
+    };
+    j.end(c.seq, c.epoch, ending, T0 + 5).await.unwrap();
+    let due = j.due(T0 + 5, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].function, "on-success");
+    let next = j.claim(vec![(due[0].seq, 1_000)], T0 + 5).await.unwrap();
+    assert_eq!(next[0].invocation, record);
+    assert_ne!(next[0].id, first.id());
+    let s = j.status("111122223333", first.id()).unwrap().unwrap();
+    assert_eq!(s.state, State::Succeeded);
 }

@@ -4,7 +4,7 @@
 //! next gathers.
 
 use crate::record::{
-    Accepted, Claimed, Completion, Dispatch, Ending, NewInvocation, State, fact_sum,
+    Accepted, Claimed, Completion, Delivery, Dispatch, Ending, NewInvocation, State, fact_sum,
 };
 use crate::schema::{self, Checked};
 use crate::watermark::Watermark;
@@ -94,6 +94,14 @@ pub(crate) struct Writer {
     /// Unfinished invocations per tenant (the backlog bound's count).
     pub backlog: HashMap<String, u64>,
     pub shared: Arc<Shared>,
+}
+
+/// What a change may consult and stage beyond its rows.
+struct Context<'a> {
+    backlog: &'a HashMap<String, u64>,
+    first_seq: u64,
+    staged: &'a mut Staged,
+    shared: &'a Shared,
 }
 
 /// What one batch changed beyond its rows, applied only once it commits.
@@ -215,7 +223,15 @@ fn apply(
             ending,
             now_ms,
             reply,
-        } => Answer::End(reply, end(conn, seq, epoch, &ending, now_ms, staged)?),
+        } => {
+            let mut ctx = Context {
+                backlog,
+                first_seq,
+                staged,
+                shared,
+            };
+            Answer::End(reply, end(conn, seq, epoch, &ending, now_ms, &mut ctx)?)
+        }
         Op::Purge {
             before_ms,
             idempotency_before_ms,
@@ -266,12 +282,29 @@ fn accept(
             return Ok(Ok(Accepted::Repeat { id }));
         }
     }
-    let held = backlog.get(&invocation.tenant).copied().unwrap_or(0) as i64
-        + staged.backlog.get(&invocation.tenant).copied().unwrap_or(0);
     let limit = shared.config.backlog_per_tenant;
-    if held >= limit as i64 {
+    if !room(backlog, staged, &invocation.tenant, limit) {
         return Ok(Err(AcceptError::Backlog { limit }));
     }
+    let id = insert(conn, invocation, now_ms, seq, staged)?;
+    Ok(Ok(Accepted::New { id }))
+}
+
+/// Whether `tenant` may have one more unfinished invocation.
+fn room(backlog: &HashMap<String, u64>, staged: &Staged, tenant: &str, limit: u64) -> bool {
+    let held = backlog.get(tenant).copied().unwrap_or(0) as i64
+        + staged.backlog.get(tenant).copied().unwrap_or(0);
+    held < limit as i64
+}
+
+/// Stores a new invocation under `seq`, queued and due now; its id.
+fn insert(
+    conn: &Connection,
+    invocation: NewInvocation,
+    now_ms: i64,
+    seq: u64,
+    staged: &mut Staged,
+) -> rusqlite::Result<String> {
     let id = uuid::Uuid::new_v4().to_string();
     let dispatch = Dispatch {
         state: State::Queued,
@@ -321,7 +354,61 @@ fn accept(
     *staged.backlog.entry(invocation.tenant).or_default() += 1;
     staged.next_seq = Some(seq + 1);
     staged.accepted = true;
-    Ok(Ok(Accepted::New { id }))
+    Ok(id)
+}
+
+/// Hands one delivery on, inside the batch's transaction: `Err` with why
+/// when it cannot be made (the queue is gone, the message too large, the
+/// backlog full) — the ending is still recorded.
+fn deliver(
+    conn: &Connection,
+    delivery: &Delivery,
+    now_ms: i64,
+    ctx: &mut Context<'_>,
+) -> rusqlite::Result<Result<(), String>> {
+    Ok(match delivery {
+        Delivery::Queue {
+            arn,
+            body,
+            attributes,
+        } => {
+            let tenant = arn.split(':').nth(4).unwrap_or_default();
+            let message = nimbus_queues::NewMessage {
+                body: body.clone(),
+                delay_s: None,
+                attributes: attributes
+                    .iter()
+                    .map(|(name, data_type, value)| {
+                        let attribute = nimbus_queues::MessageAttribute {
+                            data_type: data_type.clone(),
+                            string_value: Some(value.clone()),
+                            binary_value: None,
+                        };
+                        (name.clone(), attribute)
+                    })
+                    .collect(),
+            };
+            nimbus_queues::queue_by_arn(conn, tenant, arn)
+                .and_then(|q| {
+                    nimbus_queues::send_message(conn, tenant, &q.name, &message, now_ms as u64)
+                })
+                .map(drop)
+                .map_err(|e| format!("{arn}: {e}"))
+        }
+        Delivery::Invoke(invocation) => {
+            let limit = ctx.shared.config.backlog_per_tenant;
+            if room(ctx.backlog, ctx.staged, &invocation.tenant, limit) {
+                let seq = ctx.staged.next_seq.unwrap_or(ctx.first_seq);
+                insert(conn, invocation.clone(), now_ms, seq, ctx.staged)?;
+                Ok(())
+            } else {
+                Err(format!(
+                    "function {}: the account's async backlog is full ({limit})",
+                    invocation.function
+                ))
+            }
+        }
+    })
 }
 
 /// Claims `seq` under a new epoch if it is due: waiting and due, or
@@ -390,17 +477,17 @@ fn end(
     epoch: u64,
     ending: &Ending,
     now_ms: i64,
-    staged: &mut Staged,
+    ctx: &mut Context<'_>,
 ) -> rusqlite::Result<Completion> {
-    let error = match ending {
-        Ending::Succeeded => None,
+    let mut error = match ending {
+        Ending::Succeeded { .. } => None,
         Ending::Retry { error, .. } | Ending::Failed { error, .. } => Some(error.clone()),
         Ending::Throttled { reason, .. } => Some(reason.clone()),
     };
     let stored = match schema::get(conn, seq)? {
         Some(Checked::Sound(s)) => Some(s),
         Some(damaged) => {
-            quarantine(conn, &damaged, now_ms, staged)?;
+            quarantine(conn, &damaged, now_ms, ctx.staged)?;
             None
         }
         None => None,
@@ -416,12 +503,26 @@ fn end(
              WHERE seq = ?1 AND epoch = ?2",
         )?
         .execute(params![seq as i64, epoch as i64, now_ms, error])?;
-        staged.stale += 1;
+        ctx.staged.stale += 1;
         return Ok(Completion::Stale);
     };
+    let mut delivered = 0;
+    for delivery in ending.deliveries() {
+        match deliver(conn, delivery, now_ms, ctx)? {
+            Ok(()) => delivered += 1,
+            Err(why) => {
+                tracing::warn!(seq, %why, "an async invocation's record could not be delivered");
+                let note = format!("not delivered to {why}");
+                error = Some(match error {
+                    Some(e) => format!("{e}; {note}"),
+                    None => note,
+                });
+            }
+        }
+    }
     let d = &stored.dispatch;
     let mut next = Dispatch {
-        state: ending.state(),
+        state: ending.state(delivered),
         epoch: d.epoch,
         attempts: d.attempts,
         due_at_ms: d.due_at_ms,
@@ -431,7 +532,7 @@ fn end(
         condition: None,
     };
     match ending {
-        Ending::Succeeded => {}
+        Ending::Succeeded { .. } => {}
         Ending::Retry { due_at_ms, .. } => next.due_at_ms = *due_at_ms,
         Ending::Throttled { due_at_ms, .. } => {
             next.due_at_ms = *due_at_ms;
@@ -453,7 +554,7 @@ fn end(
         error
     ])?;
     if next.state.is_terminal() {
-        *staged
+        *ctx.staged
             .backlog
             .entry(stored.invocation.tenant.clone())
             .or_default() -= 1;

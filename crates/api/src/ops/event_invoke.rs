@@ -8,7 +8,7 @@
 //! dispatcher from [`EventConfigs`], the platform's copy of the store's.
 
 use super::resolve::{Qualifier, qualifier};
-use super::{blocking, function_ref, parse_json};
+use super::{Deliverable, blocking, function_ref, parse_json};
 use crate::Platform;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -120,31 +120,15 @@ fn in_range(value: i64, member: &str, min: i64, max: i64) -> Result<u32, ApiErro
     Ok(value as u32)
 }
 
-/// A destination this platform can deliver to: one of its built-in queues
-/// or a function. An empty one is none.
+/// A destination: one of the built-in queues or a function; an empty one
+/// is none.
 fn destination(arn: Option<String>, which: &str) -> Result<Option<String>, ApiError> {
-    let Some(arn) = arn.filter(|a| !a.is_empty()) else {
-        return Ok(None);
-    };
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let deliverable = match parts.as_slice() {
-        ["arn", _, "sqs", _, account, name] => !account.is_empty() && !name.is_empty(),
-        ["arn", _, "lambda", _, account, rest] => {
-            !account.is_empty()
-                && rest
-                    .strip_prefix("function:")
-                    .is_some_and(|f| !f.is_empty())
-        }
-        _ => false,
-    };
-    if !deliverable {
-        return Err(ApiError::invalid_parameter(format!(
-            "The {which} destination {arn:?} is not one this server can deliver to: name one of \
-             its queues (arn:aws:sqs:REGION:ACCOUNT:QUEUE) or a function \
-             (arn:aws:lambda:REGION:ACCOUNT:function:NAME)"
-        )));
-    }
-    Ok(Some(arn))
+    let what = format!("{which} destination");
+    super::delivery_target(
+        &arn.unwrap_or_default(),
+        &what,
+        Deliverable::QueueOrFunction,
+    )
 }
 
 /// Applies `input` onto `config`: every member given replaces the held one.

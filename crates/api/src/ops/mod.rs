@@ -57,7 +57,7 @@ pub fn function_ref(label: &str, qualifier: Option<&str>) -> Result<FunctionRef,
 }
 
 impl Platform {
-    fn arn<'a>(&'a self, caller: &'a Caller) -> ArnContext<'a> {
+    pub(crate) fn arn<'a>(&'a self, caller: &'a Caller) -> ArnContext<'a> {
         ArnContext {
             region: &self.region,
             account: &caller.account_id,
@@ -71,6 +71,56 @@ impl Platform {
         }
         ApiError::not_found(format!("Function not found: {arn}"))
     }
+}
+
+/// Where an async event or its record can be delivered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Deliverable {
+    /// One of the built-in queues only (a dead-letter queue).
+    Queue,
+    /// A built-in queue or a function (a destination).
+    QueueOrFunction,
+}
+
+/// Checks a delivery target's ARN: `None` for an empty one (none).
+pub fn delivery_target(
+    arn: &str,
+    what: &str,
+    accepts: Deliverable,
+) -> Result<Option<String>, ApiError> {
+    if arn.is_empty() {
+        return Ok(None);
+    }
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = match parts.as_slice() {
+        ["arn", _, "sqs", _, account, name] => !account.is_empty() && !name.is_empty(),
+        ["arn", _, "lambda", _, account, rest] => {
+            accepts == Deliverable::QueueOrFunction
+                && !account.is_empty()
+                && rest
+                    .strip_prefix("function:")
+                    .is_some_and(|f| validate::function_ref(f).is_ok())
+        }
+        _ => false,
+    };
+    if !ok {
+        let can = match accepts {
+            Deliverable::Queue => "one of its queues (arn:aws:sqs:REGION:ACCOUNT:QUEUE)",
+            Deliverable::QueueOrFunction => {
+                "one of its queues (arn:aws:sqs:REGION:ACCOUNT:QUEUE) or a function \
+                 (arn:aws:lambda:REGION:ACCOUNT:function:NAME)"
+            }
+        };
+        return Err(ApiError::invalid_parameter(format!(
+            "The {what} {arn:?} is not one this server can deliver to: name {can}"
+        )));
+    }
+    Ok(Some(arn.to_string()))
+}
+
+/// Checks `DeadLetterConfig.TargetArn`.
+pub fn dead_letter_target(arn: &str) -> Result<Option<String>, ApiError> {
+    delivery_target(arn, "dead-letter queue", Deliverable::Queue)
 }
 
 /// Decodes a percent-encoded query value (`+` is a space, as forms have it).

@@ -58,6 +58,12 @@ struct EphemeralStorageInput {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
+struct DeadLetterInput {
+    target_arn: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
 struct CreateFunctionInput {
     function_name: String,
     runtime: Option<String>,
@@ -69,6 +75,7 @@ struct CreateFunctionInput {
     memory_size: Option<i64>,
     environment: Option<EnvironmentInput>,
     ephemeral_storage: Option<EphemeralStorageInput>,
+    dead_letter_config: Option<DeadLetterInput>,
     package_type: Option<String>,
     publish: Option<bool>,
     tags: Option<BTreeMap<String, String>>,
@@ -163,6 +170,12 @@ pub async fn create(
                 .map_or(EPHEMERAL_STORAGE_DEFAULT_MB.into(), |e| e.size),
         )?,
         environment,
+        dead_letter_target: input
+            .dead_letter_config
+            .and_then(|d| d.target_arn)
+            .map(|arn| super::dead_letter_target(&arn))
+            .transpose()?
+            .flatten(),
     };
     let package = decode_zip(&input.code)?;
     let tags = input.tags.unwrap_or_default();

@@ -2,7 +2,8 @@
 //! compare-and-set loop every change to a function record goes through.
 
 use super::{
-    CodeInput, EnvironmentInput, EphemeralStorageInput, check_code, decode_zip, now, plain_name,
+    CodeInput, DeadLetterInput, EnvironmentInput, EphemeralStorageInput, check_code, decode_zip,
+    now, plain_name,
 };
 use crate::Platform;
 use crate::auth::Caller;
@@ -94,6 +95,7 @@ struct UpdateConfigurationInput {
     environment: Option<EnvironmentInput>,
     runtime: Option<String>,
     ephemeral_storage: Option<EphemeralStorageInput>,
+    dead_letter_config: Option<DeadLetterInput>,
     revision_id: Option<String>,
 }
 
@@ -125,6 +127,11 @@ pub async fn update_configuration(
     if let Some(d) = &input.description {
         validate::description(d)?;
     }
+    // An empty TargetArn removes the dead-letter queue.
+    let dead_letter = input
+        .dead_letter_config
+        .map(|d| super::super::dead_letter_target(d.target_arn.as_deref().unwrap_or("")))
+        .transpose()?;
     let (role, handler, description) = (input.role, input.handler, input.description);
     let change = move |platform: &Platform, record: &mut FunctionRecord| {
         let c = &mut record.config;
@@ -155,6 +162,9 @@ pub async fn update_configuration(
         }
         if let Some(v) = &environment {
             c.environment = v.clone();
+        }
+        if let Some(v) = &dead_letter {
+            c.dead_letter_target = v.clone();
         }
         if handler_changed || runtime_changed {
             let package = platform

@@ -542,6 +542,7 @@ mod tests {
                 memory_size_mb: 128,
                 ephemeral_storage_mb: 512,
                 environment: Default::default(),
+                dead_letter_target: None,
             },
             revision,
             revision_id: format!("rev-{revision}"),
