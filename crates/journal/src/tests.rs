@@ -509,3 +509,31 @@ async fn a_destination_function_gets_a_new_invocation_in_the_same_commit() {
     let s = j.status("111122223333", first.id()).unwrap().unwrap();
     assert_eq!(s.state, State::Succeeded);
 }
+
+#[tokio::test]
+async fn a_write_on_another_connection_to_the_file_delays_a_batch_but_never_fails_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), JournalConfig::default());
+    j.accept(invocation("f", None), T0).await.unwrap();
+    let c = claim_all(&j, T0, 1_000).await.remove(0);
+    // The queues' connection holds the write lock, then commits a write
+    // while the journal's batch waits.
+    let other = Connection::open(dir.path().join("async.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    nimbus_queues::create_queue(&other, "111122223333", "q", &[], T0 as u64).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        other.execute_batch("COMMIT").unwrap();
+    });
+    let ended = j
+        .end(
+            c.seq,
+            c.epoch,
+            Ending::Succeeded { deliveries: vec![] },
+            T0 + 1,
+        )
+        .await;
+    release.join().unwrap();
+    assert_eq!(ended.unwrap(), Completion::Accepted);
+    assert!(j.accept(invocation("f", None), T0 + 2).await.is_ok());
+}

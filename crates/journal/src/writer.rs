@@ -9,7 +9,7 @@ use crate::record::{
 use crate::schema::{self, Checked};
 use crate::watermark::Watermark;
 use crate::{AcceptError, JournalError, Shared};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -61,6 +61,20 @@ enum Answer {
         Completion,
     ),
     Purge(oneshot::Sender<Result<u64, JournalError>>, u64),
+}
+
+impl Op {
+    /// The answer of a change the batch never applied, to be failed.
+    fn unanswered(self) -> Answer {
+        match self {
+            Op::Accept { reply, .. } => {
+                Answer::Accept(reply, Ok(Accepted::New { id: String::new() }))
+            }
+            Op::Claim { reply, .. } => Answer::Claim(reply, Vec::new()),
+            Op::End { reply, .. } => Answer::End(reply, Completion::Stale),
+            Op::Purge { reply, .. } => Answer::Purge(reply, 0),
+        }
+    }
 }
 
 impl Answer {
@@ -132,24 +146,44 @@ impl Writer {
     fn commit(&mut self, batch: Vec<Op>) {
         let mut staged = Staged::default();
         let mut answers = Vec::with_capacity(batch.len());
-        let applied = (|| -> rusqlite::Result<()> {
-            let tx = self.conn.transaction()?;
-            for op in batch {
-                answers.push(apply(
-                    &tx,
-                    op,
-                    &self.backlog,
-                    self.next_seq,
-                    &mut staged,
-                    &self.shared,
-                )?);
+        let mut failed: Option<rusqlite::Error> = None;
+        // IMMEDIATE: the write lock is taken (or waited for) up front. A
+        // deferred transaction that read first could not be upgraded once
+        // another connection to the file (the queues') has written since.
+        match self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+        {
+            Err(e) => {
+                failed = Some(e);
+                answers.extend(batch.into_iter().map(Op::unanswered));
             }
-            if let Some(next) = staged.next_seq {
-                schema::set_max_seq(&tx, next - 1)?;
+            Ok(tx) => {
+                for op in batch {
+                    if failed.is_some() {
+                        answers.push(op.unanswered());
+                        continue;
+                    }
+                    let first_seq = self.next_seq;
+                    match apply(&tx, op, &self.backlog, first_seq, &mut staged, &self.shared) {
+                        Ok(answer) => answers.push(answer),
+                        Err((e, answer)) => {
+                            failed = Some(e);
+                            answers.push(answer);
+                        }
+                    }
+                }
+                if failed.is_none() {
+                    let committed = staged
+                        .next_seq
+                        .map_or(Ok(()), |next| schema::set_max_seq(&tx, next - 1))
+                        .and_then(|()| tx.commit());
+                    failed = committed.err();
+                }
+                // Dropped uncommitted, the transaction rolls back.
             }
-            tx.commit()
-        })();
-        if let Err(e) = applied {
+        }
+        if let Some(e) = failed {
             let why = format!("the async journal could not commit: {e}");
             tracing::error!(error = %why);
             for answer in answers {
@@ -185,7 +219,8 @@ impl Writer {
 
 /// Applies one change inside the batch's transaction. A logical refusal
 /// (backlog full, a stale epoch) is an answer; only a store failure is an
-/// error, and it fails the whole batch.
+/// error, and it fails the whole batch (the change's answer comes with it,
+/// to be failed).
 fn apply(
     conn: &Connection,
     op: Op,
@@ -193,16 +228,21 @@ fn apply(
     first_seq: u64,
     staged: &mut Staged,
     shared: &Shared,
-) -> rusqlite::Result<Answer> {
-    Ok(match op {
+) -> Result<Answer, (rusqlite::Error, Answer)> {
+    match op {
         Op::Accept {
             invocation,
             now_ms,
             reply,
         } => {
             let seq = staged.next_seq.unwrap_or(first_seq);
-            let answer = accept(conn, invocation, now_ms, seq, backlog, staged, shared)?;
-            Answer::Accept(reply, answer)
+            match accept(conn, invocation, now_ms, seq, backlog, staged, shared) {
+                Ok(answer) => Ok(Answer::Accept(reply, answer)),
+                Err(e) => Err((
+                    e,
+                    Answer::Accept(reply, Ok(Accepted::New { id: String::new() })),
+                )),
+            }
         }
         Op::Claim {
             picks,
@@ -211,11 +251,13 @@ fn apply(
         } => {
             let mut claimed = Vec::with_capacity(picks.len());
             for (seq, lease_ms) in picks {
-                if let Some(c) = claim(conn, seq, lease_ms, now_ms, staged)? {
-                    claimed.push(c);
+                match claim(conn, seq, lease_ms, now_ms, staged) {
+                    Ok(Some(c)) => claimed.push(c),
+                    Ok(None) => {}
+                    Err(e) => return Err((e, Answer::Claim(reply, Vec::new()))),
                 }
             }
-            Answer::Claim(reply, claimed)
+            Ok(Answer::Claim(reply, claimed))
         }
         Op::End {
             seq,
@@ -230,31 +272,40 @@ fn apply(
                 staged,
                 shared,
             };
-            Answer::End(reply, end(conn, seq, epoch, &ending, now_ms, &mut ctx)?)
+            match end(conn, seq, epoch, &ending, now_ms, &mut ctx) {
+                Ok(done) => Ok(Answer::End(reply, done)),
+                Err(e) => Err((e, Answer::End(reply, Completion::Stale))),
+            }
         }
         Op::Purge {
             before_ms,
             idempotency_before_ms,
             reply,
-        } => {
-            let gone = conn.execute(
-                "DELETE FROM attempts WHERE seq IN (SELECT seq FROM invocations
-                     WHERE state IN ('succeeded', 'failed', 'dead-lettered') AND updated_at_ms < ?1)",
-                [before_ms],
-            )?;
-            let _ = gone;
-            let purged = conn.execute(
-                "DELETE FROM invocations
-                 WHERE state IN ('succeeded', 'failed', 'dead-lettered') AND updated_at_ms < ?1",
-                [before_ms],
-            )?;
-            conn.execute(
-                "DELETE FROM idempotency WHERE accepted_at_ms < ?1",
-                [idempotency_before_ms],
-            )?;
-            Answer::Purge(reply, purged as u64)
-        }
-    })
+        } => match purge(conn, before_ms, idempotency_before_ms) {
+            Ok(purged) => Ok(Answer::Purge(reply, purged)),
+            Err(e) => Err((e, Answer::Purge(reply, 0))),
+        },
+    }
+}
+
+/// Deletes finished invocations (with their attempts) last changed before
+/// `before_ms`, and idempotency keys older than `idempotency_before_ms`.
+fn purge(conn: &Connection, before_ms: i64, idempotency_before_ms: i64) -> rusqlite::Result<u64> {
+    conn.execute(
+        "DELETE FROM attempts WHERE seq IN (SELECT seq FROM invocations
+             WHERE state IN ('succeeded', 'failed', 'dead-lettered') AND updated_at_ms < ?1)",
+        [before_ms],
+    )?;
+    let purged = conn.execute(
+        "DELETE FROM invocations
+         WHERE state IN ('succeeded', 'failed', 'dead-lettered') AND updated_at_ms < ?1",
+        [before_ms],
+    )?;
+    conn.execute(
+        "DELETE FROM idempotency WHERE accepted_at_ms < ?1",
+        [idempotency_before_ms],
+    )?;
+    Ok(purged as u64)
 }
 
 fn accept(
