@@ -7,11 +7,12 @@ back through the SQS API, as a user would."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
 
-from support import ROLE, lambda_client, make_zip, signed_request, sqs_client
+from support import ROLE, clean_env, lambda_client, make_zip, sqs_client
 from test_async import event, wait_for
 
 @pytest.fixture
@@ -135,3 +136,40 @@ def test_an_undeliverable_record_leaves_the_invocation_failed_and_says_why(platf
     done = wait_for(srv.url, event(lam, "traps"))
     assert done["State"] == "failed", done
     assert "no-such-queue" in done["LastError"], done
+
+
+def test_the_nimbus_cli_invokes_async_reads_status_and_redrives_a_dead_letter_queue(platform, guests):
+    srv, lam, sqs, _ = platform
+    env = clean_env(**srv.nimbus_env())
+
+    def nimbus(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(srv.bin), *args], capture_output=True, text=True, env=env, timeout=60)
+
+    url, arn = queue(sqs, "dlq")
+    lam.update_function_configuration(FunctionName="traps", DeadLetterConfig={"TargetArn": arn})
+    lam.put_function_event_invoke_config(FunctionName="traps", MaximumRetryAttempts=0)
+    first = nimbus("invoke", "traps", '{"n": 1}', "--async", "--idempotency-key", "cli-1")
+    assert first.returncode == 0, first.stderr
+    again = nimbus("invoke", "traps", '{"n": 1}', "--async", "--idempotency-key", "cli-1")
+    assert again.stdout == first.stdout and "repeat" in again.stderr
+    second = nimbus("invoke", "traps", '{"n": 2}', "--async").stdout.strip()
+    ids = [first.stdout.strip(), second]
+    for invocation in ids:
+        assert wait_for(srv.url, invocation)["State"] == "dead-lettered"
+    shown = nimbus("invocation", "get", ids[0])
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["State"] == "dead-lettered"
+    missing = nimbus("invocation", "get", "00000000-0000-4000-8000-000000000000")
+    assert missing.returncode != 0 and "ResourceNotFoundException" in missing.stderr
+
+    # The function is fixed (its code now answers); the events go back to it.
+    lam.update_function_code(FunctionName="traps", ZipFile=make_zip({"trap.wasm": guests["echo"]}))
+    redrive = nimbus("dlq", "redrive", "dlq")
+    assert redrive.returncode == 0, redrive.stderr
+    new_ids = redrive.stdout.split()
+    assert len(new_ids) == 2 and not set(new_ids) & set(ids), redrive.stdout
+    for invocation in new_ids:
+        assert wait_for(srv.url, invocation)["State"] == "succeeded"
+    assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0).get("Messages") is None
+    nothing = nimbus("dlq", "redrive", "no-such-queue")
+    assert nothing.returncode != 0 and "QueueDoesNotExist" in nothing.stderr, nothing.stderr

@@ -41,10 +41,16 @@ impl Answer {
         if (200..300).contains(&self.status) {
             return Ok(self);
         }
+        // Lambda names the error in a header; the queues' JSON protocol in
+        // the body's `__type` (`com.amazonaws.sqs#QueueDoesNotExist`).
+        let typed = serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("__type")?.as_str().map(String::from));
         let code = self
             .header("x-amzn-ErrorType")
-            .unwrap_or("error")
-            .to_string();
+            .map(String::from)
+            .or_else(|| typed.map(|t| t.rsplit('#').next().unwrap_or_default().to_string()))
+            .unwrap_or_else(|| "error".to_string());
         let message = serde_json::from_slice::<serde_json::Value>(&self.body)
             .ok()
             .and_then(|v| {
@@ -109,9 +115,38 @@ impl Client {
         })
     }
 
-    /// Sends a signed request; `path_and_query` is already encoded.
+    /// Sends a signed Lambda API request; `path_and_query` is already encoded.
     pub fn send(
         &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> anyhow::Result<Answer> {
+        self.send_to("lambda", method, path_and_query, headers, body)
+    }
+
+    /// Calls the built-in queues' `operation` (SQS's JSON protocol).
+    pub fn sqs(
+        &self,
+        operation: &str,
+        input: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let target = format!("AmazonSQS.{operation}");
+        let headers = [
+            ("content-type", "application/x-amz-json-1.0"),
+            ("x-amz-target", target.as_str()),
+        ];
+        let body = serde_json::to_vec(input)?;
+        self.send_to("sqs", "POST", "/", &headers, &body)?
+            .ok()?
+            .json()
+    }
+
+    /// Sends a request signed for `service`.
+    pub fn send_to(
+        &self,
+        service: &str,
         method: &str,
         path_and_query: &str,
         headers: &[(&str, &str)],
@@ -144,7 +179,7 @@ impl Client {
             &self.access_key,
             &self.secret,
             &self.region,
-            "lambda",
+            service,
             &amz_date,
             &parts,
         );

@@ -1,4 +1,5 @@
-//! The client subcommands: deploy, invoke, ls, rm, logs.
+//! The client subcommands: deploy, invoke, ls, rm, logs (and in
+//! [`crate::asynchronous`], the async path's).
 
 use crate::client::{Client, label};
 use anyhow::Context as _;
@@ -130,8 +131,16 @@ pub struct InvokeArgs {
     /// The event as JSON, or `-` to read it from stdin.
     payload: Option<String>,
     /// Print the invocation's log (its tail) to stderr.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "asynchronous")]
     log: bool,
+    /// Invoke asynchronously (`InvocationType=Event`): print the
+    /// invocation's id once it is durably accepted.
+    #[arg(long = "async", id = "asynchronous")]
+    asynchronous: bool,
+    /// With `--async`: a key that makes a repeat of this request within
+    /// 24 hours a no-op answered with the first request's id.
+    #[arg(long, requires = "asynchronous")]
+    idempotency_key: Option<String>,
 }
 
 /// Invokes synchronously; prints the response, or the function's error and
@@ -153,8 +162,22 @@ pub fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
     if args.log {
         headers.push(("x-amz-log-type", "Tail"));
     }
+    if args.asynchronous {
+        headers.push(("x-amz-invocation-type", "Event"));
+    }
+    if let Some(key) = &args.idempotency_key {
+        headers.push(("x-nimbus-idempotency-key", key));
+    }
     let path = format!("/2015-03-31/functions/{}/invocations", label(&args.name));
     let answer = client.send("POST", &path, &headers, &payload)?.ok()?;
+    if args.asynchronous {
+        let id = answer.header("x-amzn-requestid").unwrap_or_default();
+        if answer.header("x-nimbus-idempotent-replay").is_some() {
+            eprintln!("(a repeat: the first request with this key was accepted as {id})");
+        }
+        println!("{id}");
+        return Ok(());
+    }
     if let Some(log) = answer.header("x-amz-log-result") {
         let text = base64::engine::general_purpose::STANDARD
             .decode(log)

@@ -1,6 +1,7 @@
 //! `nimbus`: the one binary. `nimbus up` runs the platform; the other
 //! subcommands are clients of its API, signed like any AWS tool's requests.
 
+mod asynchronous;
 mod client;
 mod commands;
 mod credentials;
@@ -122,6 +123,12 @@ enum Command {
         /// The function's name.
         name: String,
     },
+    /// Asynchronous invocations: `get ID` shows one's state and attempts.
+    #[command(subcommand)]
+    Invocation(asynchronous::InvocationCommand),
+    /// Dead-letter queues: `redrive QUEUE` sends their events back.
+    #[command(subcommand)]
+    Dlq(asynchronous::DlqCommand),
     /// Print the tail of a function's log.
     Logs {
         /// The function's name.
@@ -142,6 +149,8 @@ fn main() {
         Command::Ls => commands::ls(),
         Command::Rm { name } => commands::rm(&name),
         Command::Logs { name, bytes } => commands::logs(&name, bytes),
+        Command::Invocation(c) => asynchronous::invocation(c),
+        Command::Dlq(c) => asynchronous::dlq(c),
     };
     if let Err(e) = result {
         eprintln!("nimbus: {e:#}");
