@@ -158,6 +158,17 @@ impl Api {
         Ok(answer.body)
     }
 
+    /// A signed PUT that must succeed; returns the answer's body.
+    pub fn put(&self, path: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let (status, answer) = self.send("PUT", path, body, &[])?;
+        ensure!(
+            status == 200,
+            "PUT {path} answered {status}: {}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        Ok(answer.body)
+    }
+
     /// A signed request with `extra` headers (not signed: the server signs
     /// only what `SignedHeaders` names). A function error is an error here.
     fn send(

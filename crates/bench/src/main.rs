@@ -14,7 +14,11 @@
 //! ends, successfully or not.
 
 mod api;
+mod asyncaccept;
+mod asyncreport;
 mod containers;
+mod disk;
+mod eventload;
 mod guest;
 mod hello;
 mod http;
@@ -43,6 +47,8 @@ const CONNECTIONS_MAX: u32 = 1_024;
 const ROUNDS_MAX: u32 = 20;
 /// Most cold starts or warm invokes per runtime in the container run.
 const CONTAINER_RUNS_MAX: u32 = 100_000;
+/// Most syncs measured per kind in the async-accept run.
+const SYNC_SAMPLES_MAX: u32 = 100_000;
 /// Most in-process sandbox runs measured per guest.
 const SANDBOX_RUNS_MAX: u32 = 1_000_000;
 /// Root keys handed to the `nimbus` under test; it listens on loopback only
@@ -101,6 +107,37 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         duration_s: u64,
     },
+    /// Measure async accepts (Event invokes committed to the journal before
+    /// their 202) with 1, 16 and 64 clients, beside the disk's sync latency.
+    Async(AsyncArgs),
+}
+
+/// What the async-accept run measures.
+#[derive(clap::Args)]
+struct AsyncArgs {
+    /// The `nimbus` binary under test (as for the main run).
+    #[arg(long)]
+    nimbus: Option<PathBuf>,
+    /// Concurrent clients of each run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    clients: Vec<u32>,
+    /// Measured seconds per client count.
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Seconds of load, not measured, before each measured run.
+    #[arg(long, default_value_t = 2)]
+    warmup_s: u64,
+    /// Syncs of the disk measured per kind, before and after the runs.
+    #[arg(long, default_value_t = 3_000)]
+    sync_samples: u32,
+    /// Where the servers' data directories are made: its filesystem is the
+    /// one measured [default: the current directory, as `nimbus up`'s
+    /// default data directory `./.nimbus` would be].
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Also write the report, as markdown, to this file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
 }
 
 /// What the container run measures.
@@ -174,6 +211,7 @@ fn main() {
             connections,
             duration_s,
         }) => run_spread(nimbus, connections, duration_s),
+        Some(Command::Async(args)) => run_async(args),
         None => run(cli.run),
     };
     if let Err(e) = result {
@@ -371,5 +409,53 @@ fn run_spread(nimbus: Option<PathBuf>, connections: u32, duration_s: u64) -> any
     let load = spread::load(connections, Duration::from_secs(duration_s));
     let rows = spread::measure(&nimbus_bin, scratch.path(), &load)?;
     println!("{}", spread::markdown(&machine, &command, &load, &rows));
+    Ok(())
+}
+
+/// Async accepts beside the disk's sync latency, printed as markdown.
+fn run_async(args: AsyncArgs) -> anyhow::Result<()> {
+    ensure!(!args.clients.is_empty(), "--clients names no client count");
+    for &clients in &args.clients {
+        ensure!(
+            (1..=CONNECTIONS_MAX).contains(&clients),
+            "--clients must be 1 to {CONNECTIONS_MAX} each"
+        );
+    }
+    // One signature is replayed from the warm-up to the window's end, and
+    // the server accepts it for 5 minutes.
+    ensure!(
+        (1..=LOAD_DURATION_MAX_S).contains(&args.duration_s),
+        "--duration-s must be 1 to {LOAD_DURATION_MAX_S}"
+    );
+    ensure!(
+        args.warmup_s <= WARMUP_DURATION_MAX_S,
+        "--warmup-s must be at most {WARMUP_DURATION_MAX_S}"
+    );
+    ensure!(
+        (1..=SYNC_SAMPLES_MAX).contains(&args.sync_samples),
+        "--sync-samples must be 1 to {SYNC_SAMPLES_MAX}"
+    );
+    ensure!(
+        args.dir.is_dir(),
+        "--dir {}: no such directory",
+        args.dir.display()
+    );
+    let nimbus_bin = nimbus_binary(args.nimbus)?;
+    let machine = report::Machine::here();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let plan = asyncaccept::Plan {
+        clients: args.clients,
+        warmup: Duration::from_secs(args.warmup_s),
+        duration: Duration::from_secs(args.duration_s),
+        sync_samples: args.sync_samples,
+        dir: std::fs::canonicalize(&args.dir)
+            .with_context(|| format!("resolve {}", args.dir.display()))?,
+    };
+    let figures = asyncaccept::measure(&plan, &nimbus_bin)?;
+    let text = asyncreport::markdown(&machine, &command, &plan, &figures);
+    println!("{text}");
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, &text).with_context(|| format!("write {}", path.display()))?;
+    }
     Ok(())
 }

@@ -26,6 +26,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The process id, to read its CPU time and count its system calls.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `nimbus up` on a free loopback port with a fresh data
     /// directory under `scratch` and the given root keys, pinned to `cpu`
     /// if given. `tag` tells this server's files from other servers'.
