@@ -286,3 +286,24 @@ def test_an_attempt_that_outlives_its_lease_is_run_again_and_its_late_result_ref
     assert done["Attempts"] == 2
     log = signed_request(srv.url, "GET", "/nimbus/2026-11-25/functions/slow-first/logs").body.decode()
     assert log.count(f"START RequestId: {invocation}") == 2, "both attempts ran"
+
+
+def test_a_throttled_event_waits_in_its_queue_without_using_up_retries(fast_retries, guests):
+    srv, lam = fast_retries
+    lam.create_function(FunctionName="echo", Runtime="wasm", Role=ROLE, Handler="echo.wasm",
+                        Code={"ZipFile": make_zip({"echo.wasm": guests["echo"]})})
+    lam.put_function_event_invoke_config(FunctionName="echo", MaximumRetryAttempts=0)
+    lam.put_function_concurrency(FunctionName="echo", ReservedConcurrentExecutions=0)
+    # A synchronous call is refused at once; an async one is accepted and waits.
+    with pytest.raises(lam.exceptions.TooManyRequestsException):
+        lam.invoke(FunctionName="echo", Payload=b"{}")
+    invocation = event(lam, "echo", b'{"waited": true}')
+    waiting = wait_for(srv.url, invocation,
+                       lambda s: sum(a.get("Outcome") == "throttled" for a in s["History"]) >= 3)
+    assert waiting["State"] in {"retrying", "running"}, waiting
+    assert "ReservedFunctionConcurrentInvocationLimitExceeded" in waiting["LastError"]
+    lam.delete_function_concurrency(FunctionName="echo")
+    done = wait_for(srv.url, invocation)
+    assert done["State"] == "succeeded", done
+    assert done["Attempts"] == 1, "throttled attempts are not counted against MaximumRetryAttempts 0"
+    assert done["History"][-1]["Outcome"] == "succeeded"
