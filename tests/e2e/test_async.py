@@ -307,3 +307,13 @@ def test_a_throttled_event_waits_in_its_queue_without_using_up_retries(fast_retr
     assert done["State"] == "succeeded", done
     assert done["Attempts"] == 1, "throttled attempts are not counted against MaximumRetryAttempts 0"
     assert done["History"][-1]["Outcome"] == "succeeded"
+
+
+def test_the_deprecated_invoke_async_is_an_event_invoke(lam, server, functions, guests):
+    name = functions.create(make_zip({"echo.wasm": guests["echo"]}), handler="echo.wasm")["FunctionName"]
+    resp = lam.invoke_async(FunctionName=name, InvokeArgs=b'{"old": "api"}')
+    assert resp["Status"] == 202
+    status = wait_for(server.url, resp["ResponseMetadata"]["RequestId"])
+    assert status["State"] == "succeeded"
+    with pytest.raises(lam.exceptions.InvalidRequestContentException):
+        lam.invoke_async(FunctionName=name, InvokeArgs=b"{nope")

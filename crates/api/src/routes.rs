@@ -450,6 +450,7 @@ fn handler(operation: &str, filter: MethodFilter) -> MethodRouter<Arc<Platform>>
         "UntagResource" => on(filter, tags::untag),
         "ListTags" => on(filter, tags::list),
         "Invoke" => on(filter, invoke::invoke),
+        "InvokeAsync" => on(filter, invoke::invoke_async),
         "GetAccountSettings" => on(filter, account::get_account_settings),
         "PutFunctionConcurrency" => on(filter, concurrency::put),
         "GetFunctionConcurrency" => on(filter, concurrency::get),

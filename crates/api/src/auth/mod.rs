@@ -91,6 +91,13 @@ fn limit_for(method: &Method, path: &str, headers: &axum::http::HeaderMap) -> Li
             operation: "InvokeFunction",
         };
     }
+    if *method == Method::POST && path.ends_with("/invoke-async") {
+        return Limit {
+            max_bytes: INVOKE_ASYNC_PAYLOAD_MAX_BYTES,
+            code: "RequestTooLargeException",
+            operation: "InvokeAsync",
+        };
+    }
     if *method == Method::POST && path == "/2015-03-31/functions" {
         return Limit {
             max_bytes: CODE_BODY_MAX_BYTES,

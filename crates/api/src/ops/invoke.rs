@@ -151,6 +151,20 @@ pub async fn invoke(
     Ok(response)
 }
 
+/// `POST /2014-11-13/functions/{FunctionName}/invoke-async`: Lambda's
+/// deprecated InvokeAsync, an `Event` invoke by another name (202, no body).
+pub async fn invoke_async(
+    platform: State<Arc<Platform>>,
+    caller: Extension<Caller>,
+    label: Path<String>,
+    mut headers: HeaderMap,
+    payload: Bytes,
+) -> Result<Response, ApiError> {
+    headers.insert("x-amz-invocation-type", HeaderValue::from_static("Event"));
+    let query = Query(HashMap::new());
+    invoke(platform, caller, label, query, headers, payload).await
+}
+
 /// nimbus' extension: a key that makes a repeated async request a no-op.
 const IDEMPOTENCY_HEADER: &str = "x-nimbus-idempotency-key";
 
