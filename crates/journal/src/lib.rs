@@ -154,6 +154,10 @@ pub struct Due {
     pub function: String,
     /// The version it runs.
     pub version: String,
+    /// When it was accepted, in ms since the Unix epoch.
+    pub accepted_at_ms: i64,
+    /// It is due because an attempt's lease ended (not because it waited).
+    pub leased: bool,
 }
 
 /// The durable invocation log. Cheap to share behind an `Arc`.
@@ -293,10 +297,10 @@ impl Journal {
         let mut backlog = std::collections::HashMap::new();
         {
             let mut q = conn
-                .prepare(
-                    "SELECT tenant, COUNT(*) FROM invocations
-                     WHERE state IN ('queued', 'running', 'retrying') GROUP BY tenant",
-                )
+                .prepare(&format!(
+                    "SELECT tenant, COUNT(*) FROM invocations WHERE {} GROUP BY tenant",
+                    schema::UNFINISHED
+                ))
                 .map_err(store)?;
             let rows = q
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
@@ -398,6 +402,23 @@ impl Journal {
         .await?
     }
 
+    /// Puts off waiting invocations that cannot run now (their function is
+    /// at its concurrency limit) without an attempt: each (sequence number,
+    /// new due time, why) that is still waiting and due is moved; how many
+    /// were.
+    pub async fn defer(
+        &self,
+        picks: Vec<(u64, i64, String)>,
+        now_ms: i64,
+    ) -> Result<u64, JournalError> {
+        self.ask(|reply| Op::Defer {
+            picks,
+            now_ms,
+            reply,
+        })
+        .await?
+    }
+
     /// Deletes finished invocations last changed before `before_ms`, and
     /// idempotency keys older than their window; how many invocations went.
     pub async fn purge(&self, before_ms: i64, now_ms: i64) -> Result<u64, JournalError> {
@@ -416,14 +437,15 @@ impl Journal {
     pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Due>, JournalError> {
         let conn = self.read.lock().unwrap_or_else(|p| p.into_inner());
         let mut q = conn
-            .prepare_cached(
-                "SELECT seq, tenant, function, version, due_at_ms FROM invocations
-                     WHERE state IN ('queued', 'retrying') AND due_at_ms <= ?1
+            .prepare_cached(&format!(
+                "SELECT seq, tenant, function, version, due_at_ms, accepted_at_ms, 0
+                     FROM invocations WHERE {} AND due_at_ms <= ?1
                  UNION ALL
-                 SELECT seq, tenant, function, version, lease_until_ms FROM invocations
-                     WHERE state = 'running' AND lease_until_ms <= ?1
+                 SELECT seq, tenant, function, version, lease_until_ms, accepted_at_ms, 1
+                     FROM invocations WHERE state = 'running' AND lease_until_ms <= ?1
                  ORDER BY 5 LIMIT ?2",
-            )
+                schema::WAITING
+            ))
             .map_err(store)?;
         let rows = q
             .query_map(params![now_ms, limit as i64], |r| {
@@ -432,6 +454,8 @@ impl Journal {
                     tenant: r.get(1)?,
                     function: r.get(2)?,
                     version: r.get(3)?,
+                    accepted_at_ms: r.get(5)?,
+                    leased: r.get::<_, i64>(6)? == 1,
                 })
             })
             .map_err(store)?;
@@ -442,12 +466,13 @@ impl Journal {
     /// if any is waiting. Blocking.
     pub fn next_due_ms(&self) -> Result<Option<i64>, JournalError> {
         let conn = self.read.lock().unwrap_or_else(|p| p.into_inner());
-        conn.prepare_cached(
+        conn.prepare_cached(&format!(
             "SELECT MIN(t) FROM (
-                 SELECT MIN(due_at_ms) AS t FROM invocations WHERE state IN ('queued', 'retrying')
+                 SELECT MIN(due_at_ms) AS t FROM invocations WHERE {}
                  UNION ALL
                  SELECT MIN(lease_until_ms) FROM invocations WHERE state = 'running')",
-        )
+            schema::WAITING
+        ))
         .map_err(store)?
         .query_row([], |r| r.get(0))
         .map_err(store)
@@ -515,11 +540,12 @@ impl Journal {
     pub fn backlog(&self, tenant: &str) -> Result<Vec<(String, u64)>, JournalError> {
         let conn = self.read.lock().unwrap_or_else(|p| p.into_inner());
         let mut q = conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT function, COUNT(*) FROM invocations
-                 WHERE tenant = ?1 AND state IN ('queued', 'running', 'retrying')
+                 WHERE tenant = ?1 AND {}
                  GROUP BY function ORDER BY function",
-            )
+                schema::UNFINISHED
+            ))
             .map_err(store)?;
         let rows = q
             .query_map([tenant], |r| {

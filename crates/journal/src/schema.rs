@@ -33,12 +33,19 @@ pub(crate) fn create(conn: &Connection) -> rusqlite::Result<()> {
             condition       TEXT,
             state_sum       INTEGER NOT NULL
         );
-        CREATE INDEX IF NOT EXISTS invocations_waiting ON invocations (due_at_ms)
-            WHERE state IN ('queued', 'retrying');
+        -- The partial indexes' predicates are plain comparisons, never an
+        -- IN list: SQLite evaluates an IN list through a temporary b-tree,
+        -- built and freed for the old and the new row of every UPDATE.
+        -- Queries name the same predicates (WAITING, UNFINISHED), or the
+        -- indexes go unused.
+        DROP INDEX IF EXISTS invocations_by_function;
+        CREATE INDEX IF NOT EXISTS invocations_due ON invocations (due_at_ms)
+            WHERE (state = 'queued' OR state = 'retrying');
+        DROP INDEX IF EXISTS invocations_waiting;
         CREATE INDEX IF NOT EXISTS invocations_leased ON invocations (lease_until_ms)
             WHERE state = 'running';
-        CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (tenant, function)
-            WHERE state IN ('queued', 'running', 'retrying');
+        CREATE INDEX IF NOT EXISTS invocations_unfinished ON invocations (tenant, function)
+            WHERE state <> 'succeeded' AND state <> 'failed' AND state <> 'dead-lettered';
         -- One row per claim: who held the invocation under which epoch, and
         -- how that attempt ended (or that its late ending was refused).
         CREATE TABLE IF NOT EXISTS attempts (
@@ -70,6 +77,15 @@ pub(crate) fn create(conn: &Connection) -> rusqlite::Result<()> {
         );",
     )
 }
+
+/// The invocations waiting for an attempt (the `invocations_due` index's
+/// predicate, verbatim).
+pub(crate) const WAITING: &str = "(state = 'queued' OR state = 'retrying')";
+
+/// The invocations not finished (the `invocations_unfinished` index's
+/// predicate, verbatim).
+pub(crate) const UNFINISHED: &str =
+    "state <> 'succeeded' AND state <> 'failed' AND state <> 'dead-lettered'";
 
 /// The columns [`read_row`] expects, in order.
 pub(crate) const COLUMNS: &str = "seq, id, tenant, function, qualifier, version, payload, \

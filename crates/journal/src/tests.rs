@@ -537,3 +537,97 @@ async fn a_write_on_another_connection_to_the_file_delays_a_batch_but_never_fail
     assert_eq!(ended.unwrap(), Completion::Accepted);
     assert!(j.accept(invocation("f", None), T0 + 2).await.is_ok());
 }
+
+/// The opcodes of a statement's program.
+fn opcodes(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut q = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+    let unbound = std::iter::repeat_n(rusqlite::types::Null, q.parameter_count());
+    q.query_map(rusqlite::params_from_iter(unbound), |r| {
+        r.get::<_, String>(1)
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// The query plan's lines.
+fn plan(conn: &Connection, sql: &str) -> String {
+    let mut q = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let lines: Vec<String> = q
+        .query_map([], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    lines.join("\n")
+}
+
+#[test]
+fn the_writers_statements_build_no_temporary_b_trees_and_the_readers_use_the_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = Connection::open(dir.path().join("async.db")).unwrap();
+    schema::create(&conn).unwrap();
+    // Every state change rewrites the partial indexes' entries; a predicate
+    // evaluated through a temporary b-tree would cost two per UPDATE.
+    let update = "UPDATE invocations SET state = ?2, epoch = ?3, attempts = ?4, due_at_ms = ?5,
+        lease_until_ms = ?6, updated_at_ms = ?7, last_error = ?8, condition = ?9, state_sum = ?10
+        WHERE seq = ?1";
+    let insert = format!(
+        "INSERT INTO invocations ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
+         ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+        schema::COLUMNS
+    );
+    for sql in [update, insert.as_str()] {
+        let ops = opcodes(&conn, sql);
+        assert!(!ops.iter().any(|o| o == "OpenEphemeral"), "{sql}: {ops:?}");
+    }
+    let due = format!(
+        "SELECT seq FROM invocations WHERE {} AND due_at_ms <= 5",
+        schema::WAITING
+    );
+    assert!(
+        plan(&conn, &due).contains("invocations_due"),
+        "{}",
+        plan(&conn, &due)
+    );
+    let backlog = format!(
+        "SELECT function, COUNT(*) FROM invocations WHERE tenant = 't' AND {} GROUP BY function",
+        schema::UNFINISHED
+    );
+    assert!(
+        plan(&conn, &backlog).contains("invocations_unfinished"),
+        "{}",
+        plan(&conn, &backlog)
+    );
+}
+
+#[tokio::test]
+async fn a_deferred_invocation_waits_without_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path(), JournalConfig::default());
+    let id = j.accept(invocation("f", None), T0).await.unwrap();
+    let due = j.due(T0, 10).unwrap();
+    assert_eq!((due[0].accepted_at_ms, due[0].leased), (T0, false));
+    let why = "ReservedFunctionConcurrentInvocationLimitExceeded".to_string();
+    assert_eq!(
+        j.defer(vec![(due[0].seq, T0 + 500, why.clone())], T0)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(j.due(T0 + 499, 10).unwrap().is_empty());
+    let s = j.status("111122223333", id.id()).unwrap().unwrap();
+    assert_eq!(
+        (s.state, s.attempts, s.history.len()),
+        (State::Queued, 0, 0)
+    );
+    assert_eq!(s.last_error, Some(why.clone()));
+    // Not due any more: a second deferral moves nothing.
+    assert_eq!(
+        j.defer(vec![(due[0].seq, T0 + 900, why)], T0 + 1)
+            .await
+            .unwrap(),
+        0
+    );
+    let c = claim_all(&j, T0 + 500, 1_000).await;
+    assert_eq!(c[0].attempt, 1);
+}

@@ -39,6 +39,12 @@ pub(crate) enum Op {
         now_ms: i64,
         reply: oneshot::Sender<Result<Completion, JournalError>>,
     },
+    Defer {
+        /// (sequence number, new due time, why) of each.
+        picks: Vec<(u64, i64, String)>,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<u64, JournalError>>,
+    },
     Purge {
         before_ms: i64,
         idempotency_before_ms: i64,
@@ -60,7 +66,8 @@ enum Answer {
         oneshot::Sender<Result<Completion, JournalError>>,
         Completion,
     ),
-    Purge(oneshot::Sender<Result<u64, JournalError>>, u64),
+    /// A count: of invocations deferred or purged.
+    Count(oneshot::Sender<Result<u64, JournalError>>, u64),
 }
 
 impl Op {
@@ -72,7 +79,7 @@ impl Op {
             }
             Op::Claim { reply, .. } => Answer::Claim(reply, Vec::new()),
             Op::End { reply, .. } => Answer::End(reply, Completion::Stale),
-            Op::Purge { reply, .. } => Answer::Purge(reply, 0),
+            Op::Defer { reply, .. } | Op::Purge { reply, .. } => Answer::Count(reply, 0),
         }
     }
 }
@@ -85,7 +92,7 @@ impl Answer {
             Answer::Accept(tx, r) => drop(tx.send(r)),
             Answer::Claim(tx, r) => drop(tx.send(Ok(r))),
             Answer::End(tx, r) => drop(tx.send(Ok(r))),
-            Answer::Purge(tx, r) => drop(tx.send(Ok(r))),
+            Answer::Count(tx, r) => drop(tx.send(Ok(r))),
         }
     }
 
@@ -94,7 +101,7 @@ impl Answer {
             Answer::Accept(tx, _) => drop(tx.send(Err(AcceptError::Store(why.to_string())))),
             Answer::Claim(tx, _) => drop(tx.send(Err(JournalError::Store(why.to_string())))),
             Answer::End(tx, _) => drop(tx.send(Err(JournalError::Store(why.to_string())))),
-            Answer::Purge(tx, _) => drop(tx.send(Err(JournalError::Store(why.to_string())))),
+            Answer::Count(tx, _) => drop(tx.send(Err(JournalError::Store(why.to_string())))),
         }
     }
 }
@@ -277,15 +284,62 @@ fn apply(
                 Err(e) => Err((e, Answer::End(reply, Completion::Stale))),
             }
         }
+        Op::Defer {
+            picks,
+            now_ms,
+            reply,
+        } => {
+            let mut moved = 0;
+            for (seq, due_at_ms, why) in picks {
+                match defer(conn, seq, due_at_ms, why, now_ms, staged) {
+                    Ok(true) => moved += 1,
+                    Ok(false) => {}
+                    Err(e) => return Err((e, Answer::Count(reply, 0))),
+                }
+            }
+            Ok(Answer::Count(reply, moved))
+        }
         Op::Purge {
             before_ms,
             idempotency_before_ms,
             reply,
         } => match purge(conn, before_ms, idempotency_before_ms) {
-            Ok(purged) => Ok(Answer::Purge(reply, purged)),
-            Err(e) => Err((e, Answer::Purge(reply, 0))),
+            Ok(purged) => Ok(Answer::Count(reply, purged)),
+            Err(e) => Err((e, Answer::Count(reply, 0))),
         },
     }
+}
+
+/// Moves a waiting, due invocation's due time without an attempt; `false`
+/// when it is not waiting and due any more.
+fn defer(
+    conn: &Connection,
+    seq: u64,
+    due_at_ms: i64,
+    why: String,
+    now_ms: i64,
+    staged: &mut Staged,
+) -> rusqlite::Result<bool> {
+    let stored = match schema::get(conn, seq)? {
+        None => return Ok(false),
+        Some(Checked::Sound(s)) => s,
+        Some(damaged) => {
+            quarantine(conn, &damaged, now_ms, staged)?;
+            return Ok(false);
+        }
+    };
+    let d = &stored.dispatch;
+    if !matches!(d.state, State::Queued | State::Retrying) || d.due_at_ms > now_ms {
+        return Ok(false);
+    }
+    let next = Dispatch {
+        due_at_ms,
+        updated_at_ms: now_ms,
+        last_error: Some(why),
+        ..d.clone()
+    };
+    schema::put_dispatch(conn, seq, &next)?;
+    Ok(true)
 }
 
 /// Deletes finished invocations (with their attempts) last changed before
@@ -293,12 +347,12 @@ fn apply(
 fn purge(conn: &Connection, before_ms: i64, idempotency_before_ms: i64) -> rusqlite::Result<u64> {
     conn.execute(
         "DELETE FROM attempts WHERE seq IN (SELECT seq FROM invocations
-             WHERE state IN ('succeeded', 'failed', 'dead-lettered') AND updated_at_ms < ?1)",
+             WHERE (state = 'succeeded' OR state = 'failed' OR state = 'dead-lettered') AND updated_at_ms < ?1)",
         [before_ms],
     )?;
     let purged = conn.execute(
         "DELETE FROM invocations
-         WHERE state IN ('succeeded', 'failed', 'dead-lettered') AND updated_at_ms < ?1",
+         WHERE (state = 'succeeded' OR state = 'failed' OR state = 'dead-lettered') AND updated_at_ms < ?1",
         [before_ms],
     )?;
     conn.execute(
