@@ -18,7 +18,9 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use nimbus_control::EventInvokeConfig;
 use nimbus_journal::{Claimed, Completion, Delivery, Ending, Journal, NewInvocation};
+use nimbus_scheduler::Permit;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -123,10 +125,39 @@ async fn dispatch(platform: Weak<Platform>, journal: Arc<Journal>) {
         };
         if !due.is_empty() {
             let Some(p) = platform.upgrade() else { return };
-            let picks = due
-                .iter()
-                .map(|d| (d.seq, p.lease_for(&d.tenant, &d.function, &d.version)))
-                .collect();
+            // Admission comes before the claim: an invocation whose function
+            // is at its concurrency limit waits in the journal (one write,
+            // no attempt) instead of being claimed only to be throttled.
+            let mut picks = Vec::with_capacity(due.len());
+            let mut permits = HashMap::with_capacity(due.len());
+            let mut deferred = Vec::new();
+            for d in &due {
+                match p.concurrency.admit(&d.tenant, &d.function) {
+                    Ok(permit) => {
+                        permits.insert(d.seq, permit);
+                        picks.push((d.seq, p.lease_for(&d.tenant, &d.function, &d.version)));
+                    }
+                    // A lost lease is claimed anyway: its attempt is what
+                    // ends the old owner's.
+                    Err(_) if d.leased => {
+                        picks.push((d.seq, p.lease_for(&d.tenant, &d.function, &d.version)));
+                    }
+                    Err(t) => {
+                        let age = Duration::from_millis((now - d.accepted_at_ms).max(0) as u64);
+                        let wait = throttle_delay(p.asynchronous.retry_base, age);
+                        let why = format!("{}: {t}", t.reason());
+                        deferred.push((d.seq, now + wait.as_millis() as i64, why));
+                    }
+                }
+            }
+            if !deferred.is_empty()
+                && let Err(e) = journal.defer(deferred, now).await
+            {
+                tracing::error!(error = %e, "cannot put off throttled async invocations");
+            }
+            if picks.is_empty() {
+                continue;
+            }
             match journal.claim(picks, now).await {
                 Ok(claimed) => {
                     for attempt in claimed {
@@ -134,9 +165,10 @@ async fn dispatch(platform: Weak<Platform>, journal: Arc<Journal>) {
                             // Cannot happen: no more were claimed than were free.
                             break;
                         };
+                        let permit = permits.remove(&attempt.seq);
                         let (p, ended) = (p.clone(), ended.clone());
                         tokio::spawn(async move {
-                            run_attempt(&p, attempt).await;
+                            run_attempt(&p, attempt, permit).await;
                             drop(slot);
                             ended.notify_one();
                         });
@@ -301,8 +333,9 @@ fn after_running(
     }
 }
 
-/// Runs one claimed attempt and reports how it ended.
-async fn run_attempt(platform: &Arc<Platform>, claimed: Claimed) {
+/// Runs one claimed attempt (admitted already when `permit` is given) and
+/// reports how it ended.
+async fn run_attempt(platform: &Arc<Platform>, claimed: Claimed, permit: Option<Permit>) {
     let inv = &claimed.invocation;
     let config = platform
         .event_configs
@@ -310,7 +343,7 @@ async fn run_attempt(platform: &Arc<Platform>, claimed: Claimed) {
     let verdict = match before_running(&config, &claimed, now_ms()) {
         Some(refused) => refused,
         None => {
-            let ran = run(platform, &claimed).await;
+            let ran = run(platform, &claimed, permit).await;
             let base = platform.asynchronous.retry_base;
             after_running(&config, &claimed, now_ms(), base, ran)
         }
@@ -330,17 +363,20 @@ async fn run_attempt(platform: &Arc<Platform>, claimed: Claimed) {
 }
 
 /// Runs the invocation exactly as a synchronous Invoke would.
-async fn run(platform: &Arc<Platform>, claimed: &Claimed) -> Ran {
+async fn run(platform: &Arc<Platform>, claimed: &Claimed, permit: Option<Permit>) -> Ran {
     let inv = &claimed.invocation;
     let caller = Caller {
         account_id: inv.tenant.clone(),
     };
     let executed = async {
         let snapshot = invoke::snapshot_of(platform, &caller, &inv.function, &inv.version).await?;
-        let _running = platform
-            .concurrency
-            .admit(&inv.tenant, &inv.function)
-            .map_err(|t| ApiError::throttled(t.reason(), t.to_string()))?;
+        let _running = match permit {
+            Some(held) => held,
+            None => platform
+                .concurrency
+                .admit(&inv.tenant, &inv.function)
+                .map_err(|t| ApiError::throttled(t.reason(), t.to_string()))?,
+        };
         let payload = Bytes::from(inv.payload.clone());
         invoke::execute(platform, &caller, &snapshot, &claimed.id, payload).await
     };
