@@ -42,6 +42,10 @@ use writer::{Op, Writer};
 /// How long a connection waits for SQLite's lock, in ms.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
+/// How often the checkpointer copies the write-ahead log into the main
+/// file (the writer never does: see [`checkpoints`]).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// How long an idempotency key holds, as nimbus documents it: 24 hours.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
@@ -318,6 +322,16 @@ impl Journal {
             batches: AtomicU64::new(0),
         });
         let read = connect(path)?;
+        // Checkpoints run on a thread of their own, so a commit never waits
+        // for the log to be copied into the main file.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(store)?;
+        let checkpointer = connect(path)?;
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("journal-checkpoint".into())
+            .spawn(move || checkpoints(&checkpointer, &weak))
+            .map_err(|e| JournalError::Store(format!("start the checkpoint thread: {e}")))?;
         let (ops, rx) = std::sync::mpsc::channel();
         let writer = Writer {
             conn,
@@ -574,6 +588,22 @@ impl Journal {
     /// Transactions committed since the journal opened.
     pub fn batches(&self) -> u64 {
         self.shared.batches.load(Ordering::Relaxed)
+    }
+}
+
+/// Copies the write-ahead log into the main file every
+/// [`CHECKPOINT_EVERY`] (passive: it never waits for, nor blocks, the
+/// writer), until the journal is gone.
+fn checkpoints(conn: &Connection, journal: &std::sync::Weak<Shared>) {
+    loop {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if journal.strong_count() == 0 {
+            return;
+        }
+        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "async journal checkpoint failed; the next one retries");
+        }
     }
 }
 
