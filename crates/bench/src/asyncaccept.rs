@@ -6,11 +6,11 @@
 //! per request.
 //!
 //! To measure accepts rather than executions, the function has a reserved
-//! concurrency of 0: the dispatcher claims each accepted invocation, finds
-//! it throttled and records a retry, and runs nothing. The retry base is an
-//! hour, so the next attempt falls due at least 45 s later, after the
-//! server is gone: each invocation costs the journal one accept, one claim
-//! and one ending during its run, and no function runs.
+//! concurrency of 0: the dispatcher finds each accepted invocation at its
+//! function's limit and puts it off in the journal without an attempt (the
+//! delay grows with the retry base, an hour here, so once is all a run
+//! sees): each invocation costs the journal one accept and one deferral
+//! during its run, and no function runs.
 
 use crate::api::Api;
 use crate::disk::{self, DiskFigures};
@@ -29,7 +29,8 @@ const ACCEPTED: u16 = 202;
 /// accepts, so no accept is refused for it.
 const BACKLOG_MAX: &str = "1000000000";
 /// The retry base the server is started with (the most it allows, an
-/// hour): a throttled attempt's retry then waits at least 45 s.
+/// hour): an invocation put off at its function's limit then waits at least
+/// 45 s.
 const RETRY_BASE_MS: &str = "3600000";
 /// `/proc/<pid>/stat` counts CPU time in USER_HZ ticks, 100 per second on
 /// every Linux architecture this runs on.
@@ -274,26 +275,25 @@ impl SyncCounter {
     }
 }
 
-/// From the journal of a stopped server: invocations accepted and attempts
-/// started in `[from_ms, to_ms)`, and invocations attempted more than once.
+/// From the journal of a stopped server: invocations accepted in
+/// `[from_ms, to_ms)`, those of them put off at their function's limit
+/// (waiting, with the reason recorded), and attempts started in the window.
 fn journal_counts(db: &Path, from_ms: i64, to_ms: i64) -> anyhow::Result<(u64, u64, u64)> {
     let conn = rusqlite::Connection::open(db)?;
     let in_window = |sql: &str| -> anyhow::Result<u64> {
         let n: i64 = conn.query_row(sql, [from_ms, to_ms], |r| r.get(0))?;
         Ok(n as u64)
     };
-    let retried: i64 = conn.query_row(
-        "SELECT COUNT(DISTINCT seq) FROM attempts WHERE epoch > 1",
-        [],
-        |r| r.get(0),
-    )?;
     Ok((
         in_window(
             "SELECT COUNT(*) FROM invocations WHERE accepted_at_ms >= ?1 AND accepted_at_ms < ?2",
         )?,
         in_window(
+            "SELECT COUNT(*) FROM invocations WHERE accepted_at_ms >= ?1 AND accepted_at_ms < ?2
+             AND state = 'queued' AND last_error IS NOT NULL",
+        )?,
+        in_window(
             "SELECT COUNT(*) FROM attempts WHERE started_at_ms >= ?1 AND started_at_ms < ?2",
         )?,
-        retried as u64,
     ))
 }

@@ -32,9 +32,9 @@ fn write(md: &mut String, plan: &Plan, f: &Figures) -> std::fmt::Result {
     writeln!(
         md,
         "- server: `nimbus up --async-backlog-max 1000000000 --async-retry-base-ms 3600000`; the \
-         wasm echo with a reserved concurrency of 0, so the dispatcher claims each accepted \
-         invocation, finds it throttled and records a retry due ≥ 45 s later: each accept also \
-         costs the journal a claim and an ending in the same run, and nothing executes"
+         wasm echo with a reserved concurrency of 0, so the dispatcher puts each accepted \
+         invocation off (due ≥ 45 s later) without an attempt: each accept also costs the \
+         journal one deferral in the same run, and nothing executes"
     )?;
     writeln!(
         md,
@@ -137,14 +137,16 @@ fn write_journal(md: &mut String, f: &Figures) -> std::fmt::Result {
     writeln!(
         md,
         "\n#### The dispatcher's share (read from each run's journal afterwards)\n\n\
-         | clients | accepted in the window | attempts started in the window (all throttled) | invocations attempted twice |\n\
+         | clients | accepted in the window | of them put off at the limit (no attempt) | attempts started in the window |\n\
          |---:|---:|---:|---:|"
     )?;
     for r in &f.runs {
         match r.journal {
-            Some((accepted, attempts, twice)) => {
-                writeln!(md, "| {} | {accepted} | {attempts} | {twice} |", r.clients)?
-            }
+            Some((accepted, deferred, attempts)) => writeln!(
+                md,
+                "| {} | {accepted} | {deferred} | {attempts} |",
+                r.clients
+            )?,
             None => writeln!(md, "| {} | not read | | |", r.clients)?,
         }
     }
