@@ -143,10 +143,18 @@ async fn dispatch(platform: Weak<Platform>, journal: Arc<Journal>) {
                         picks.push((d.seq, p.lease_for(&d.tenant, &d.function, &d.version)));
                     }
                     Err(t) => {
-                        let age = Duration::from_millis((now - d.accepted_at_ms).max(0) as u64);
-                        let wait = throttle_delay(p.asynchronous.retry_base, age);
-                        let why = format!("{}: {t}", t.reason());
-                        deferred.push((d.seq, now + wait.as_millis() as i64, why));
+                        let config = p.event_configs.get(&d.tenant, &d.function, &d.qualifier);
+                        let base = p.asynchronous.retry_base;
+                        match put_off(&config, d.accepted_at_ms, now, base) {
+                            Some(due_at_ms) => {
+                                deferred.push((d.seq, due_at_ms, format!("{}: {t}", t.reason())));
+                            }
+                            // Too old to wait longer: its attempt ends it
+                            // (EventAgeExceeded) without running.
+                            None => {
+                                picks.push((d.seq, p.lease_for(&d.tenant, &d.function, &d.version)))
+                            }
+                        }
                     }
                 }
             }
@@ -260,6 +268,25 @@ enum Verdict {
         /// The function's error body, when it ran.
         response: Option<Bytes>,
     },
+}
+
+/// When an invocation that cannot run now (its function is at its
+/// concurrency limit) is due again: after the throttle delay, but no later
+/// than just past its maximum age, so it is failed then rather than kept.
+/// `None` when it is past its maximum age already.
+fn put_off(
+    config: &EventInvokeConfig,
+    accepted_at_ms: i64,
+    now_ms: i64,
+    base: Duration,
+) -> Option<i64> {
+    let expires_at_ms = accepted_at_ms + i64::from(config.maximum_event_age_s()) * 1000;
+    if now_ms > expires_at_ms {
+        return None;
+    }
+    let age = Duration::from_millis((now_ms - accepted_at_ms).max(0) as u64);
+    let wait = throttle_delay(base, age).as_millis() as i64;
+    Some((now_ms + wait).min(expires_at_ms + 1))
 }
 
 /// Whether an attempt may run at `now_ms` at all: not when the event is
@@ -600,6 +627,31 @@ mod tests {
 
     fn failed() -> Ran {
         Ran::FunctionError("Unhandled: boom".into(), Bytes::from_static(b"{}"))
+    }
+
+    #[test]
+    fn a_throttled_event_is_put_off_until_at_most_just_past_its_maximum_age() {
+        let c = config(None, Some(60));
+        let soon = put_off(&c, T0, T0, BASE).unwrap();
+        assert!((T0 + 750..=T0 + 1_250).contains(&soon), "{}", soon - T0);
+        // Half its age (25 s) would run past the 60 s limit: due just after it.
+        assert_eq!(put_off(&c, T0, T0 + 50_000, BASE), Some(T0 + 60_001));
+        assert_eq!(
+            put_off(&c, T0, T0 + 60_001, BASE),
+            None,
+            "expired: failed, not kept"
+        );
+        let expired = before_running(&c, &claimed(1), T0 + 60_001);
+        assert!(
+            matches!(
+                expired,
+                Some(Verdict::Failed {
+                    condition: "EventAgeExceeded",
+                    ..
+                })
+            ),
+            "{expired:?}"
+        );
     }
 
     #[test]

@@ -158,6 +158,8 @@ pub struct Due {
     pub function: String,
     /// The version it runs.
     pub version: String,
+    /// The qualifier it was invoked with (its event-invoke configuration's).
+    pub qualifier: String,
     /// When it was accepted, in ms since the Unix epoch.
     pub accepted_at_ms: i64,
     /// It is due because an attempt's lease ended (not because it waited).
@@ -452,10 +454,10 @@ impl Journal {
         let conn = self.read.lock().unwrap_or_else(|p| p.into_inner());
         let mut q = conn
             .prepare_cached(&format!(
-                "SELECT seq, tenant, function, version, due_at_ms, accepted_at_ms, 0
+                "SELECT seq, tenant, function, version, due_at_ms, accepted_at_ms, 0, qualifier
                      FROM invocations WHERE {} AND due_at_ms <= ?1
                  UNION ALL
-                 SELECT seq, tenant, function, version, lease_until_ms, accepted_at_ms, 1
+                 SELECT seq, tenant, function, version, lease_until_ms, accepted_at_ms, 1, qualifier
                      FROM invocations WHERE state = 'running' AND lease_until_ms <= ?1
                  ORDER BY 5 LIMIT ?2",
                 schema::WAITING
@@ -468,6 +470,7 @@ impl Journal {
                     tenant: r.get(1)?,
                     function: r.get(2)?,
                     version: r.get(3)?,
+                    qualifier: r.get(7)?,
                     accepted_at_ms: r.get(5)?,
                     leased: r.get::<_, i64>(6)? == 1,
                 })
