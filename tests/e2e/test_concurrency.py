@@ -12,7 +12,7 @@ import time
 import botocore.exceptions
 import pytest
 
-from support import ROLE, assert_client_error, invoke_payload, lambda_client, make_zip
+from support import ROLE, NimbusServer, assert_client_error, invoke_payload, lambda_client, make_zip
 from test_provided import bootstrap_zip
 
 ACCOUNT_CONCURRENCY = 1_000
@@ -141,3 +141,18 @@ def test_reservations_survive_a_restart_and_die_with_their_function(own_server, 
     # A function made again under a deleted one's name starts with none.
     lam.create_function(FunctionName="deleted", Runtime="wasm", Role=ROLE, Code=package)
     assert lam.get_function_concurrency(FunctionName="deleted").get("ReservedConcurrentExecutions") is None
+
+
+def test_tenant_weights_are_taken_at_start_up_and_bad_ones_refused(tmp_path, own_server):
+    srv = own_server("--tenant-weight", "000000000000=3", "--tenant-weight", "111122223333=2")
+    assert lambda_client(srv.url).get_account_settings()["AccountLimit"]["ConcurrentExecutions"] > 0
+    for bad in ("12=3", "000000000000=0", "000000000000=x", "000000000000"):
+        bad_server = NimbusServer(tmp_path / f"bad-{len(bad)}", tmp_path / "bad.log",
+                                  extra_args=("--tenant-weight", bad))
+        try:
+            bad_server.start()
+        except RuntimeError as refused:
+            assert "tenant-weight" in str(refused), str(refused)
+        else:
+            bad_server.stop()
+            pytest.fail(f"--tenant-weight {bad} was taken")

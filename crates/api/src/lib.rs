@@ -78,6 +78,9 @@ pub struct PlatformConfig {
     pub concurrency: ConcurrencyLimits,
     /// The async path's bounds and retry timing.
     pub asynchronous: AsyncConfig,
+    /// Tenants weighted in fair sharing, (account id, weight); every other
+    /// tenant weighs 1.
+    pub tenant_weights: Vec<(String, u32)>,
 }
 
 /// Everything a request handler reaches.
@@ -121,6 +124,11 @@ impl Platform {
         std::fs::create_dir_all(dir).map_err(|e| OpenError::DataDir(dir.clone(), e))?;
         let lock = lock_data_dir(dir)?;
         let containers = open_containers(dir, &config.region, config.capacity);
+        if let Ok(pool) = &containers {
+            for (tenant, weight) in &config.tenant_weights {
+                pool.set_tenant_weight(tenant, *weight);
+            }
+        }
         if let Err(why) = &containers {
             tracing::warn!(reason = %why, "process runtimes (provided.*, python3.x) are unavailable on this host");
         }

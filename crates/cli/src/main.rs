@@ -100,6 +100,13 @@ pub struct UpArgs {
     #[arg(long, env = "NIMBUS_ASYNC_LEASE_MS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub async_lease_ms: Option<u64>,
+    /// Weigh an account in fair sharing, `ACCOUNT=WEIGHT` (repeatable; in
+    /// the environment, comma-separated): when the host's sandboxes run
+    /// short, its share of them, and of the starts let through, is WEIGHT
+    /// times an account of weight 1's (every account weighs 1 unless told).
+    #[arg(long = "tenant-weight", env = "NIMBUS_TENANT_WEIGHTS", value_delimiter = ',',
+          value_name = "ACCOUNT=WEIGHT", value_parser = tenant_weight)]
+    pub tenant_weights: Vec<(String, u32)>,
     /// Start even though the async journal is damaged: quarantine the
     /// damaged records, accept what is left, and run from it.
     #[arg(long)]
@@ -155,6 +162,22 @@ fn main() {
     if let Err(e) = result {
         eprintln!("nimbus: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Parses `ACCOUNT=WEIGHT`: a 12-digit account id and a weight of 1 to 1,000.
+fn tenant_weight(text: &str) -> Result<(String, u32), String> {
+    let (account, weight) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not ACCOUNT=WEIGHT"))?;
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{account:?} is not a 12-digit account id"));
+    }
+    match weight.parse::<u32>() {
+        Ok(w @ 1..=1_000) => Ok((account.to_string(), w)),
+        _ => Err(format!(
+            "weight {weight:?} is not a whole number from 1 to 1000"
+        )),
     }
 }
 

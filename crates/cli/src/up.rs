@@ -25,6 +25,7 @@ pub fn run(up: UpArgs) -> anyhow::Result<()> {
         lease: up.async_lease_ms.map(std::time::Duration::from_millis),
         repair: up.repair_journal,
     };
+    let tenant_weights = up.tenant_weights;
     let args = up.server;
     // NIMBUS_LOG takes tracing's filter syntax, e.g. `debug` or
     // `nimbus_worker=debug` (each sandbox start, with where its time went).
@@ -50,6 +51,7 @@ pub fn run(up: UpArgs) -> anyhow::Result<()> {
             capacity,
             concurrency,
             asynchronous,
+            tenant_weights,
         })
         .with_context(|| format!("open data directory {}", args.data_dir.display()))?;
         // One write, whose failure (say, stdout closed by `| head -1`) is not

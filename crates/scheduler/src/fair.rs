@@ -14,6 +14,9 @@
 //! per slot turnover: its refusal makes it active, and the flood may not
 //! take back the slots that free up.
 //!
+//! Shares are weighted: a tenant of weight 3 beside one of weight 1 has a
+//! fair share three times as large (every tenant weighs 1 unless told).
+//!
 //! The decision takes one lock and no clock; `tests` replays the brief's
 //! fairness scenario (Decision 14) in injected time.
 
@@ -53,9 +56,15 @@ struct Held {
     tick: u64,
     /// The tick of each tenant's last request or release.
     last_seen: HashMap<String, u64>,
+    /// Tenants whose weight is not 1.
+    weights: HashMap<String, u32>,
 }
 
 impl Held {
+    fn weight(&self, tenant: &str) -> u64 {
+        self.weights.get(tenant).copied().map_or(1, u64::from)
+    }
+
     /// Notes that `tenant` asked or gave back at `now` (allocating only
     /// for a tenant not seen before).
     fn seen(&mut self, tenant: &str, now: u64) {
@@ -87,6 +96,16 @@ impl FairShare {
         }
     }
 
+    /// Sets `tenant`'s weight (at least 1; 1 is everyone's default).
+    pub fn set_weight(&self, tenant: &str, weight: u32) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if weight <= 1 {
+            held.weights.remove(tenant);
+        } else {
+            held.weights.insert(tenant.to_string(), weight);
+        }
+    }
+
     /// The headroom for `capacity` slots: an eighth, at least one.
     pub fn default_headroom(capacity: usize) -> usize {
         (capacity / 8).max(1)
@@ -112,15 +131,18 @@ impl FairShare {
                 capacity: self.capacity,
             });
         }
-        let others = held
+        let others: u64 = held
             .last_seen
             .iter()
             .filter(|(t, seen)| {
                 t.as_str() != tenant && (now - **seen <= window || held.by_tenant.contains_key(*t))
             })
-            .count();
+            .map(|(t, _)| held.weight(t))
+            .sum();
         let own = held.by_tenant.get(tenant).copied().unwrap_or(0);
-        let share = ((self.capacity - self.headroom) / (others + 1)).max(1);
+        let weight = held.weight(tenant);
+        let sharable = (self.capacity - self.headroom) as u64;
+        let share = ((sharable * weight / (others + weight)) as usize).max(1);
         let free = self.capacity - held.total;
         if others > 0 && own >= share && free <= self.headroom {
             return Err(Shed::OverShare { share });
@@ -198,7 +220,19 @@ mod tests {
     /// seed) against one host; returns each tenant's outcome. Time is a
     /// counter of milliseconds; nothing sleeps.
     fn replay(tenants: &[(u8, usize)], seed: u64) -> HashMap<u8, Outcome> {
+        replay_weighted(tenants, &[], seed)
+    }
+
+    /// [`replay`] with tenants weighted: (tenant, weight).
+    fn replay_weighted(
+        tenants: &[(u8, usize)],
+        weights: &[(u8, u32)],
+        seed: u64,
+    ) -> HashMap<u8, Outcome> {
         let host = FairShare::new(N, FairShare::default_headroom(N));
+        for &(tenant, weight) in weights {
+            host.set_weight(&tenant.to_string(), weight);
+        }
         let mut queue = BinaryHeap::new();
         let mut rng = crate::replay::Rng(seed);
         for &(tenant, clients) in tenants {
@@ -283,6 +317,39 @@ mod tests {
         );
         assert!(utilisation > 0.85, "utilisation {utilisation:.3}");
         assert!(a.refused > 0, "A, flooding, is the one shed");
+    }
+
+    #[test]
+    fn two_flooding_tenants_share_the_host_by_their_weights() {
+        // Both flood (twice the host each, re-sending 10 ms after a
+        // refusal); A weighs 3, B 1.
+        const A: u8 = FLOODING;
+        const B: u8 = 2;
+        let run = |weights: &[(u8, u32)]| {
+            let out = replay_weighted(&[(A, 2 * N), (B, 2 * N)], weights, 7);
+            let calls = |t: u8| (out[&t].sent - out[&t].refused) as f64;
+            calls(A) / calls(B)
+        };
+        let even = run(&[]);
+        let weighted = run(&[(A, 3)]);
+        eprintln!("slot-time A:B, equal weights {even:.2}, weights 3:1 {weighted:.2}");
+        assert!((0.8..1.25).contains(&even), "equal weights: {even:.2}");
+        assert!((2.4..3.6).contains(&weighted), "weights 3:1: {weighted:.2}");
+    }
+
+    #[test]
+    fn a_heavier_tenants_share_is_larger() {
+        let host = FairShare::new(10, 2);
+        host.set_weight("a", 3);
+        host.acquire("b").unwrap();
+        host.release("b");
+        // a's share is 8 × 3/4 = 6, b's 8 × 1/4 = 2.
+        for _ in 0..8 {
+            host.acquire("a").unwrap();
+        }
+        assert_eq!(host.acquire("a"), Err(Shed::OverShare { share: 6 }));
+        host.set_weight("a", 1);
+        assert_eq!(host.acquire("a"), Err(Shed::OverShare { share: 4 }));
     }
 
     #[test]

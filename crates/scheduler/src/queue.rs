@@ -5,7 +5,8 @@
 //! asked for, they wait in one queue per tenant and are let through in
 //! round robin across the tenants waiting: a tenant asking for a thousand
 //! starts at once delays another tenant's one start by at most one start
-//! per tenant ahead of it, not by its thousand.
+//! per tenant ahead of it, not by its thousand. A tenant of weight w is let
+//! through w times per turn (every tenant weighs 1 unless told).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,10 @@ struct Waiting {
     queues: HashMap<String, VecDeque<oneshot::Sender<()>>>,
     /// Tenants with waiters, in the order they are served.
     turn: VecDeque<String>,
+    /// Starts the tenant at the head of `turn` has had in its turn.
+    served: u32,
+    /// Tenants whose weight is not 1.
+    weights: HashMap<String, u32>,
 }
 
 /// A gate of `capacity` concurrent starts, fair among tenants.
@@ -50,6 +55,16 @@ impl StartGate {
         }
     }
 
+    /// Sets `tenant`'s weight: starts let through per turn (at least 1).
+    pub fn set_weight(&self, tenant: &str, weight: u32) {
+        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if weight <= 1 {
+            w.weights.remove(tenant);
+        } else {
+            w.weights.insert(tenant.to_string(), weight);
+        }
+    }
+
     /// Waits for `tenant`'s turn to start a sandbox.
     pub async fn enter(&self, tenant: &str) -> StartPermit {
         let receiver = {
@@ -77,14 +92,22 @@ impl StartGate {
     fn release(&self) {
         let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(tenant) = w.turn.pop_front() {
+            let weight = w.weights.get(&tenant).copied().unwrap_or(1);
             let Some(queue) = w.queues.get_mut(&tenant) else {
+                w.served = 0;
                 continue;
             };
             let next = queue.pop_front();
             let more = !queue.is_empty();
+            w.served += 1;
             if !more {
                 w.queues.remove(&tenant);
+                w.served = 0;
+            } else if w.served < weight {
+                // Its turn goes on.
+                w.turn.push_front(tenant);
             } else {
+                w.served = 0;
                 w.turn.push_back(tenant);
             }
             if let Some(waiter) = next {
@@ -143,6 +166,32 @@ mod tests {
         // a0 waited first; b0 is next in turn, ahead of a's four others.
         assert_eq!(order, ["a0", "b0", "a1", "a2", "a3", "a4"]);
         assert_eq!(gate.waiting(), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_heavier_tenant_is_let_through_as_often_as_its_weight_per_turn() {
+        let gate = StartGate::new(1);
+        gate.set_weight("a", 2);
+        let order = Arc::new(StdMutex::new(Vec::new()));
+        let first = gate.enter("x").await;
+        let mut tasks = Vec::new();
+        for (tenant, n) in [("a", 4), ("b", 2)] {
+            for i in 0..n {
+                let (gate, order) = (gate.clone(), order.clone());
+                tasks.push(tokio::spawn(async move {
+                    let permit = gate.enter(tenant).await;
+                    order.lock().unwrap().push(format!("{tenant}{i}"));
+                    drop(permit);
+                }));
+                settle().await;
+            }
+        }
+        drop(first);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(order, ["a0", "a1", "b0", "a2", "a3", "b1"]);
     }
 
     #[tokio::test(flavor = "current_thread")]

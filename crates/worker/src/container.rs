@@ -725,6 +725,14 @@ impl ContainerPool {
         format!("{}{kind}{n}", self.boot)
     }
 
+    /// Weighs `tenant` in the host's fair sharing: its share of the busy
+    /// sandboxes and its starts per turn are `weight` times a tenant of
+    /// weight 1's.
+    pub fn set_tenant_weight(&self, tenant: &str, weight: u32) {
+        self.share.set_weight(tenant, weight);
+        self.starts.set_weight(tenant, weight);
+    }
+
     /// How long a hot sandbox may stay idle.
     pub fn idle_recycle(&self) -> Duration {
         self.capacity.idle_recycle
