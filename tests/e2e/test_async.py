@@ -284,6 +284,8 @@ def test_an_attempt_that_outlives_its_lease_is_run_again_and_its_late_result_ref
     assert [a["Epoch"] for a in done["History"]] == [1, 2]
     assert [a["Outcome"] for a in done["History"]] == ["stale", "succeeded"]
     assert done["Attempts"] == 2
+    counts = json.loads(signed_request(srv.url, "GET", "/nimbus/2026-11-25/async-backlog").body)
+    assert counts["StaleEndingsRefused"] == 1, counts
     log = signed_request(srv.url, "GET", "/nimbus/2026-11-25/functions/slow-first/logs").body.decode()
     assert log.count(f"START RequestId: {invocation}") == 2, "both attempts ran"
 

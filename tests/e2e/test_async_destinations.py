@@ -55,7 +55,14 @@ def test_a_dead_letter_queue_takes_the_event_when_every_attempt_failed(platform)
     invocation = event(lam, "traps", b'{"order": 7}')
     done = wait_for(srv.url, invocation)
     assert (done["State"], done["Attempts"]) == ("dead-lettered", 2), done
-    letter = receive_one(sqs, url)
+    # Read as a user would, with the aws CLI.
+    env = clean_env(**srv.nimbus_env())
+    read = subprocess.run(["aws", "sqs", "receive-message", "--queue-url", url, "--message-attribute-names", "All",
+                           "--endpoint-url", srv.url, "--output", "json"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert read.returncode == 0, read.stderr
+    letter = json.loads(read.stdout)["Messages"][0]
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=letter["ReceiptHandle"])
     assert json.loads(letter["Body"]) == {"order": 7}
     attrs = letter["MessageAttributes"]
     assert attrs["RequestID"]["StringValue"] == invocation

@@ -5,7 +5,8 @@
 //!   dead-lettered), its attempts with their fencing epochs and outcomes,
 //!   and timestamps (`nimbus invocation get`);
 //! - `GET /nimbus/2026-11-25/async-backlog` — the caller's unfinished async
-//!   invocations, in all and per function.
+//!   invocations, in all and per function; and the server's counts of stale
+//!   endings refused and damaged records quarantined.
 
 use super::blocking;
 use crate::Platform;
@@ -108,10 +109,16 @@ pub async fn backlog(
         .into_iter()
         .map(|(name, n)| json!({ "FunctionName": name, "Unfinished": n }))
         .collect();
+    // Since the server started, over every account: endings refused by
+    // fencing (a stale attempt's late result), and damaged records moved
+    // aside.
+    let journal = &platform.journal;
     Ok(axum::Json(json!({
         "Unfinished": total,
         "Limit": platform.asynchronous.backlog_per_tenant,
         "Functions": functions,
+        "StaleEndingsRefused": journal.stale_endings(),
+        "QuarantinedRecords": journal.quarantined(),
     }))
     .into_response())
 }
