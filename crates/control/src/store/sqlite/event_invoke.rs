@@ -12,16 +12,7 @@ pub(super) fn put(
 ) -> Result<(), StoreError> {
     let record = serde_json::to_string(config).map_err(|e| StoreError::Engine(e.to_string()))?;
     let tx = conn.transaction().map_err(engine)?;
-    let exists: bool = tx
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM functions WHERE tenant = ?1 AND name = ?2)",
-            params![tenant, config.function],
-            |row| row.get(0),
-        )
-        .map_err(engine)?;
-    if !exists {
-        return Err(StoreError::NotFound(config.function.clone()));
-    }
+    super::function_must_exist(&tx, tenant, &config.function)?;
     tx.execute(
         "INSERT INTO event_invoke (tenant, name, qualifier, record) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (tenant, name, qualifier) DO UPDATE SET record = excluded.record",

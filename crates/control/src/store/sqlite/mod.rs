@@ -25,6 +25,27 @@ pub(super) fn engine(e: rusqlite::Error) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
+/// Fails with [`StoreError::NotFound`] unless `tenant` has the function
+/// `name` (read within the caller's transaction).
+pub(super) fn function_must_exist(
+    conn: &Connection,
+    tenant: &str,
+    name: &str,
+) -> Result<(), StoreError> {
+    let exists: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM functions WHERE tenant = ?1 AND name = ?2)",
+            params![tenant, name],
+            |row| row.get(0),
+        )
+        .map_err(engine)?;
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound(name.to_string()))
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -362,16 +383,7 @@ impl FunctionStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(engine)?;
-        let exists: bool = tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM functions WHERE tenant = ?1 AND name = ?2)",
-                params![tenant, name],
-                |row| row.get(0),
-            )
-            .map_err(engine)?;
-        if !exists {
-            return Err(StoreError::NotFound(name.to_string()));
-        }
+        function_must_exist(&tx, tenant, name)?;
         match reserved {
             Some(r) => tx.execute(
                 "INSERT INTO concurrency (tenant, name, reserved) VALUES (?1, ?2, ?3)
@@ -390,16 +402,7 @@ impl FunctionStore for SqliteStore {
     fn put_provisioned(&self, tenant: &str, config: &ProvisionedRecord) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(engine)?;
-        let exists: bool = tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM functions WHERE tenant = ?1 AND name = ?2)",
-                params![tenant, config.function],
-                |row| row.get(0),
-            )
-            .map_err(engine)?;
-        if !exists {
-            return Err(StoreError::NotFound(config.function.clone()));
-        }
+        function_must_exist(&tx, tenant, &config.function)?;
         tx.execute(
             "INSERT INTO provisioned (tenant, name, qualifier, requested, last_modified)
              VALUES (?1, ?2, ?3, ?4, ?5)
