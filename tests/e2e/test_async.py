@@ -269,15 +269,17 @@ def host_python_runtime() -> str:
 
 
 def test_an_attempt_that_outlives_its_lease_is_run_again_and_its_late_result_refused(own_server):
-    srv = own_server("--async-lease-ms", "500")
+    srv = own_server("--async-lease-ms", "1500")
     lam = lambda_client(srv.url)
     lam.create_function(FunctionName="slow-first", Runtime=host_python_runtime(), Role=ROLE,
                         Handler="lambda_function.lambda_handler", Timeout=10,
                         Code={"ZipFile": make_zip({"lambda_function.py": SLOW_FIRST_ATTEMPT})})
-    payload = json.dumps({"slow_until": time.time() + 0.3, "sleep_s": 2.0}).encode()
+    # The first attempt starts well within the first second (a warm sandbox
+    # takes milliseconds) and sleeps 4 s; the second, after the first's
+    # 1.5 s lease, starts past `slow_until`, is fast and wins; the first
+    # reports about 2.5 s later and is refused.
+    payload = json.dumps({"slow_until": time.time() + 1.0, "sleep_s": 4.0}).encode()
     invocation = event(lam, "slow-first", payload)
-    # The second attempt (after the first's 500 ms lease) is fast and wins;
-    # the first reports 1.5 s later and is refused.
     done = wait_for(srv.url, invocation,
                     lambda s: len(s["History"]) >= 2 and s["History"][0].get("Outcome") == "stale")
     assert done["State"] == "succeeded", done
