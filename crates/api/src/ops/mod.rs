@@ -20,8 +20,9 @@ use crate::{Platform, auth::Caller};
 use nimbus_control::validate::{self, FunctionRef};
 use serde::de::DeserializeOwned;
 
-/// Parses a JSON request body, naming the member that did not fit.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// Parses a JSON request body (an empty one is `{}`); on failure, what did
+/// not fit: `"member PATH: why"`, or just why when it is the whole body.
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     let body = if body.is_empty() {
         b"{}".as_slice()
     } else {
@@ -32,12 +33,17 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." || path.is_empty() {
-            ApiError::invalid_content(format!("Could not parse request body into json: {inner}"))
+            inner.to_string()
         } else {
-            ApiError::invalid_content(format!(
-                "Could not parse request body into json: member {path}: {inner}"
-            ))
+            format!("member {path}: {inner}")
         }
+    })
+}
+
+/// Parses a Lambda API request body, naming the member that did not fit.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    parse_body(body).map_err(|why| {
+        ApiError::invalid_content(format!("Could not parse request body into json: {why}"))
     })
 }
 

@@ -164,7 +164,13 @@ pub async fn send_batch(sqs: Sqs, body: &[u8]) -> Result<Response, SqsError> {
     Ok(answer)
 }
 
-pub async fn delete_batch(sqs: Sqs, body: &[u8]) -> Result<Response, SqsError> {
+/// A checked batch of receipt-handle entries: the queue, and each entry's
+/// id with what `each` makes of it.
+fn handle_batch<T>(
+    sqs: &Sqs,
+    body: &[u8],
+    each: impl Fn(&HandleEntry) -> T,
+) -> Result<(String, Vec<(String, T)>), SqsError> {
     let request: BatchRequest<HandleEntry> = parse(body)?;
     let queue = sqs.queue_name(request.queue_url.as_deref())?;
     check_batch(
@@ -174,9 +180,14 @@ pub async fn delete_batch(sqs: Sqs, body: &[u8]) -> Result<Response, SqsError> {
     let entries = request
         .entries
         .unwrap_or_default()
-        .into_iter()
-        .map(|e| (e.id.clone(), e.handle()))
+        .iter()
+        .map(|e| (e.id.clone(), each(e)))
         .collect();
+    Ok((queue, entries))
+}
+
+pub async fn delete_batch(sqs: Sqs, body: &[u8]) -> Result<Response, SqsError> {
+    let (queue, entries) = handle_batch(&sqs, body, HandleEntry::handle)?;
     run_batch(&sqs, queue, entries, |conn, tenant, queue, _, handle| {
         nimbus_queues::delete_message(conn, tenant, queue, &handle)?;
         Ok(json!({}))
@@ -185,18 +196,7 @@ pub async fn delete_batch(sqs: Sqs, body: &[u8]) -> Result<Response, SqsError> {
 }
 
 pub async fn change_visibility_batch(sqs: Sqs, body: &[u8]) -> Result<Response, SqsError> {
-    let request: BatchRequest<HandleEntry> = parse(body)?;
-    let queue = sqs.queue_name(request.queue_url.as_deref())?;
-    check_batch(
-        &request.entries,
-        request.entries.iter().flatten().map(|e| e.id.as_str()),
-    )?;
-    let entries = request
-        .entries
-        .unwrap_or_default()
-        .into_iter()
-        .map(|e| (e.id.clone(), e.timeout()))
-        .collect();
+    let (queue, entries) = handle_batch(&sqs, body, HandleEntry::timeout)?;
     run_batch(
         &sqs,
         queue,

@@ -144,21 +144,12 @@ pub fn json_body(value: serde_json::Value) -> Response {
 
 /// Parses a request body, naming the member that did not fit.
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, SqsError> {
-    let body = if body.is_empty() {
-        b"{}".as_slice()
-    } else {
-        body
-    };
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let what = if path == "." || path.is_empty() {
-            format!("The request body is not valid JSON for this operation: {inner}")
-        } else {
-            format!("The request body is not valid JSON for this operation: member {path}: {inner}")
-        };
-        SqsError::new("SerializationException", "InvalidParameterValue", what)
+    super::parse_body(body).map_err(|why| {
+        SqsError::new(
+            "SerializationException",
+            "InvalidParameterValue",
+            format!("The request body is not valid JSON for this operation: {why}"),
+        )
     })
 }
 
