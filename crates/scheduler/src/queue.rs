@@ -140,13 +140,13 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_flood_of_starts_delays_another_tenants_start_by_one_turn() {
-        let gate = StartGate::new(1);
+    /// The order in which `waiters` ((tenant, how many), queued in that
+    /// order behind one start held by "x") pass a gate of one start.
+    async fn order_through(gate: &StartGate, waiters: &[(&'static str, usize)]) -> Vec<String> {
         let order = Arc::new(StdMutex::new(Vec::new()));
-        let first = gate.enter("a").await;
+        let first = gate.enter("x").await;
         let mut tasks = Vec::new();
-        for (tenant, n) in [("a", 5), ("b", 1)] {
+        for &(tenant, n) in waiters {
             for i in 0..n {
                 let (gate, order) = (gate.clone(), order.clone());
                 tasks.push(tokio::spawn(async move {
@@ -157,40 +157,31 @@ mod tests {
                 settle().await;
             }
         }
-        assert_eq!(gate.waiting(), 6);
+        assert_eq!(
+            gate.waiting(),
+            waiters.iter().map(|(_, n)| n).sum::<usize>()
+        );
         drop(first);
         for task in tasks {
             task.await.unwrap();
         }
-        let order = order.lock().unwrap().clone();
+        assert_eq!(gate.waiting(), 0);
+        order.lock().unwrap().clone()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_flood_of_starts_delays_another_tenants_start_by_one_turn() {
+        let gate = StartGate::new(1);
+        let order = order_through(&gate, &[("a", 5), ("b", 1)]).await;
         // a0 waited first; b0 is next in turn, ahead of a's four others.
         assert_eq!(order, ["a0", "b0", "a1", "a2", "a3", "a4"]);
-        assert_eq!(gate.waiting(), 0);
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_heavier_tenant_is_let_through_as_often_as_its_weight_per_turn() {
         let gate = StartGate::new(1);
         gate.set_weight("a", 2);
-        let order = Arc::new(StdMutex::new(Vec::new()));
-        let first = gate.enter("x").await;
-        let mut tasks = Vec::new();
-        for (tenant, n) in [("a", 4), ("b", 2)] {
-            for i in 0..n {
-                let (gate, order) = (gate.clone(), order.clone());
-                tasks.push(tokio::spawn(async move {
-                    let permit = gate.enter(tenant).await;
-                    order.lock().unwrap().push(format!("{tenant}{i}"));
-                    drop(permit);
-                }));
-                settle().await;
-            }
-        }
-        drop(first);
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let order = order.lock().unwrap().clone();
+        let order = order_through(&gate, &[("a", 4), ("b", 2)]).await;
         assert_eq!(order, ["a0", "a1", "b0", "a2", "a3", "b1"]);
     }
 
