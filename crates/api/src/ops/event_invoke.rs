@@ -26,34 +26,46 @@ use std::sync::{Arc, Mutex};
 /// Most configurations one ListFunctionEventInvokeConfigs page holds.
 const LIST_MAX_ITEMS: usize = 50;
 
-/// A function of a tenant: (tenant, function name).
-type FunctionKey = (String, String);
+/// Each tenant's functions' configurations, looked up without allocating
+/// (the dispatcher asks for every attempt).
+type ByTenant = HashMap<String, HashMap<String, Arc<[EventInvokeConfig]>>>;
 
 /// The platform's copy of every function's event-invoke configurations,
 /// replaced from the store whenever one of that function's changes.
 #[derive(Default)]
 pub struct EventConfigs {
-    held: Mutex<HashMap<FunctionKey, Arc<[EventInvokeConfig]>>>,
+    held: Mutex<ByTenant>,
 }
 
 impl EventConfigs {
     /// Loads every stored configuration.
     pub fn load(store: &dyn FunctionStore) -> Result<EventConfigs, StoreError> {
-        let mut held: HashMap<FunctionKey, Vec<EventInvokeConfig>> = HashMap::new();
+        let mut loaded: HashMap<String, HashMap<String, Vec<EventInvokeConfig>>> = HashMap::new();
         for (tenant, config) in store.all_event_invoke_configs()? {
-            held.entry((tenant, config.function.clone()))
+            loaded
+                .entry(tenant)
+                .or_default()
+                .entry(config.function.clone())
                 .or_default()
                 .push(config);
         }
+        let held = loaded
+            .into_iter()
+            .map(|(tenant, functions)| {
+                let functions = functions.into_iter().map(|(f, c)| (f, c.into())).collect();
+                (tenant, functions)
+            })
+            .collect();
         Ok(EventConfigs {
-            held: Mutex::new(held.into_iter().map(|(k, v)| (k, v.into())).collect()),
+            held: Mutex::new(held),
         })
     }
 
     /// The configuration in force for `qualifier` (the default if none).
     pub fn get(&self, tenant: &str, function: &str, qualifier: &str) -> EventInvokeConfig {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.get(&(tenant.to_string(), function.to_string()))
+        held.get(tenant)
+            .and_then(|functions| functions.get(function))
             .and_then(|configs| configs.iter().find(|c| c.qualifier == qualifier))
             .cloned()
             .unwrap_or_else(|| EventInvokeConfig::default_for(function, qualifier))
@@ -68,11 +80,17 @@ impl EventConfigs {
     ) -> Result<(), StoreError> {
         let configs = store.event_invoke_configs_of(tenant, function)?;
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (tenant.to_string(), function.to_string());
         if configs.is_empty() {
-            held.remove(&key);
+            if let Some(functions) = held.get_mut(tenant) {
+                functions.remove(function);
+                if functions.is_empty() {
+                    held.remove(tenant);
+                }
+            }
         } else {
-            held.insert(key, configs.into());
+            held.entry(tenant.to_string())
+                .or_default()
+                .insert(function.to_string(), configs.into());
         }
         Ok(())
     }
