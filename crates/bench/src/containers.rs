@@ -46,6 +46,8 @@ pub struct RuntimeFigures {
     pub platform: Summary,
     /// Invokes on a hot sandbox.
     pub warm: Summary,
+    /// The same runtime, unsandboxed, behind the bare Runtime API relay.
+    pub relay: Summary,
 }
 
 /// Everything this part measured.
@@ -80,6 +82,14 @@ struct Package {
     runtime: String,
     handler: &'static str,
     zip: Vec<u8>,
+    /// How the relay baseline runs the same function as a plain process.
+    local: Local,
+}
+
+/// A function as a plain child process of the relay baseline.
+struct Local {
+    command: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// Runs `plan` against a fresh `nimbus up`; it and the baseline are killed
@@ -107,13 +117,18 @@ pub fn measure(plan: &Plan, nimbus_bin: &Path, scratch: &Path) -> anyhow::Result
         SECRET_ACCESS_KEY,
         REGION,
     );
+    let mut relays = Vec::new();
+    for package in &packages {
+        eprintln!(
+            "{}: {} invokes through the bare relay",
+            package.label, plan.warm_runs
+        );
+        relays.push(relay_invokes(scratch, package, plan.warm_runs)?);
+    }
     let mut runtimes = Vec::new();
-    let runs = [
-        (&packages[0], &api, "warm"),
-        (&packages[0], &api_cold, "cold"),
-        (&packages[1], &api, "warm"),
-    ];
-    for (package, api, tier) in runs {
+    let runs = [(0, &api, "warm"), (0, &api_cold, "cold"), (1, &api, "warm")];
+    for (index, api, tier) in runs {
+        let package = &packages[index];
         eprintln!("{}, {tier}: {} starts", package.label, plan.cold_runs);
         let starts = cold_starts(api, package, plan.cold_runs, DEFAULT_TMP_MB)?;
         let platform = starts
@@ -131,6 +146,7 @@ pub fn measure(plan: &Plan, nimbus_bin: &Path, scratch: &Path) -> anyhow::Result
             init: Summary::of(starts.init),
             platform: Summary::of(platform),
             warm,
+            relay: relays[index],
         });
     }
     let bare = bare_invokes(bare.address, plan.warm_runs)?;
@@ -281,6 +297,18 @@ fn bare_invokes(address: std::net::SocketAddr, runs: u32) -> anyhow::Result<Summ
     Ok(Summary::of(samples))
 }
 
+/// Invokes of `package` run as a plain process behind the bare relay,
+/// asked by the same client as the bare echo.
+fn relay_invokes(scratch: &Path, package: &Package, runs: u32) -> anyhow::Result<Summary> {
+    let relay = Server::start_relay(
+        scratch,
+        &package.runtime,
+        &package.local.env,
+        &package.local.command,
+    )?;
+    bare_invokes(relay.address, runs)
+}
+
 /// A sustained run of starts (Decision 16).
 pub struct RateFigures {
     /// Which server: with its warm pool, or without one.
@@ -411,6 +439,10 @@ fn rust_package(scratch: &Path) -> anyhow::Result<Package> {
         runtime: "provided.al2023".into(),
         handler: "bootstrap",
         zip: crate::api::zip_of(&[("bootstrap", &binary, 0o755)])?,
+        local: Local {
+            command: vec![target.join("release/bootstrap").display().to_string()],
+            env: Vec::new(),
+        },
     })
 }
 
@@ -426,13 +458,26 @@ fn python_package() -> anyhow::Result<Package> {
         .context("run /usr/bin/python3 to learn its version")?;
     ensure!(out.status.success(), "/usr/bin/python3 failed");
     let runtime = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let source = std::fs::read(guests_dir().join("python/echo_function.py"))
-        .context("read the python guest")?;
+    let guests = guests_dir().join("python");
+    let source = std::fs::read(guests.join("echo_function.py")).context("read the python guest")?;
+    // nimbus' own runtime client, as the server embeds it.
+    let runtime_client =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker/runtimes/python/bootstrap.py");
     Ok(Package {
         label: format!("{runtime} (nimbus runtime client)"),
         runtime,
         handler: "echo_function.lambda_handler",
         zip: crate::api::zip_of(&[("echo_function.py", &source, 0o644)])?,
+        local: Local {
+            command: vec![
+                "/usr/bin/python3".into(),
+                runtime_client.display().to_string(),
+            ],
+            env: vec![
+                ("_HANDLER".into(), "echo_function.lambda_handler".into()),
+                ("LAMBDA_TASK_ROOT".into(), guests.display().to_string()),
+            ],
+        },
     })
 }
 

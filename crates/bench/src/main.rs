@@ -24,6 +24,7 @@ mod hello;
 mod http;
 mod placement;
 mod process;
+mod relay;
 mod report;
 mod sandbox;
 mod spread;
@@ -83,6 +84,19 @@ enum Command {
         /// Address to listen on (port 0 picks a free one; the banner says which).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+    },
+    /// Serve the bare Runtime API relay: every POST is handed to the runtime
+    /// `command` (a plain child process) and answered with its response.
+    Relay {
+        /// Address to listen on for clients (port 0 picks a free one; the banner says which).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// NAME=VALUE set in the runtime's environment.
+        #[arg(long = "env", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// The runtime and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Measure container sandboxes through the API: cold starts and warm
     /// invokes of a provided.al2023 function built with `lambda_runtime`
@@ -200,10 +214,22 @@ struct RunArgs {
     markdown: Option<PathBuf>,
 }
 
+/// `NAME=VALUE`, split.
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Hello { listen }) => hello::serve(&listen),
+        Some(Command::Relay {
+            listen,
+            env,
+            command,
+        }) => relay::serve(&listen, &env, &command),
         Some(Command::Containers(args)) => run_containers(args),
         Some(Command::Placement { decisions }) => run_placement(decisions),
         Some(Command::Spread {

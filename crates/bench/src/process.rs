@@ -2,6 +2,7 @@
 //! [`Server`] drops — on success, on error and on panic alike.
 
 use crate::hello;
+use crate::relay;
 use anyhow::{Context as _, bail};
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -63,6 +64,25 @@ impl Server {
         command.args(["hello", "--listen", "127.0.0.1:0"]);
         let stderr = scratch.join(format!("hello-{tag}.stderr"));
         Server::start("hello", command, hello::BANNER, &stderr)
+    }
+
+    /// Starts the bare Runtime API relay — this same binary, `relay`
+    /// subcommand — running `command` with `env` as its runtime.
+    pub fn start_relay(
+        scratch: &Path,
+        tag: &str,
+        env: &[(String, String)],
+        command: &[String],
+    ) -> anyhow::Result<Server> {
+        let this = std::env::current_exe().context("locate this binary")?;
+        let mut relay = Command::new(this);
+        relay.args(["relay", "--listen", "127.0.0.1:0"]);
+        for (name, value) in env {
+            relay.arg("--env").arg(format!("{name}={value}"));
+        }
+        relay.arg("--").args(command);
+        let stderr = scratch.join(format!("relay-{tag}.stderr"));
+        Server::start("relay", relay, relay::BANNER, &stderr)
     }
 
     /// Spawns `command` and waits for the stdout line `banner` + address.
