@@ -190,7 +190,8 @@ struct Files {
 
 impl Files {
     fn write(&mut self, batch: Vec<Entry>) {
-        for entry in batch {
+        let mut entries = batch.into_iter().peekable();
+        while let Some(entry) = entries.next() {
             self.clock += 1;
             match entry {
                 Entry::Remove(path) => {
@@ -198,7 +199,15 @@ impl Files {
                     let _ = fs::remove_file(path.with_extension("log.1"));
                     let _ = fs::remove_file(&path);
                 }
-                Entry::Append(path, bytes) => {
+                Entry::Append(path, mut bytes) => {
+                    // Appends to one file in a row go out in one write.
+                    while let Some(Entry::Append(next, more)) = entries.peek() {
+                        if *next != path {
+                            break;
+                        }
+                        bytes.extend_from_slice(more);
+                        entries.next();
+                    }
                     if let Err(e) = append(&mut self.open, &path, &bytes, self.clock) {
                         self.open.remove(&path);
                         tracing::warn!(path = %path.display(), error = %e, "log append failed");
@@ -265,6 +274,29 @@ mod tests {
         book.append("t", "f", b"new\n".to_vec());
         assert_eq!(book.tail("t", "f", 1 << 20).unwrap(), b"new\n");
         assert_eq!(book.tail("t", "f", 2).unwrap(), b"w\n");
+    }
+
+    #[test]
+    fn a_batch_keeps_each_files_order_when_its_appends_are_joined() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = LogBook::open(dir.path()).unwrap();
+        // Queued while the files are held, so they are written as one batch.
+        let files = lock(&book.shared.files);
+        for (function, text) in [
+            ("f", "1\n"),
+            ("f", "2\n"),
+            ("g", "a\n"),
+            ("f", "3\n"),
+            ("g", "b\n"),
+        ] {
+            book.append("t", function, text.as_bytes().to_vec());
+        }
+        book.remove("t", "g");
+        book.append("t", "g", b"c\n".to_vec());
+        drop(files);
+        book.shared.flush();
+        assert_eq!(fs::read(book.path("t", "f")).unwrap(), b"1\n2\n3\n");
+        assert_eq!(fs::read(book.path("t", "g")).unwrap(), b"c\n");
     }
 
     #[test]
