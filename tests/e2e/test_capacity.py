@@ -7,13 +7,14 @@ or run unsandboxed. Idle sandboxes go after `--idle-recycle-s`."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 
 import botocore.exceptions
 import pytest
 
-from support import ROLE, invoke_payload, lambda_client
+from support import ROLE, clean_env, invoke_payload, lambda_client, nimbus_bin, root_env
 from test_provided import bootstrap_zip, tier_of
 
 SANDBOXES_MAX = 2
@@ -195,3 +196,31 @@ def test_one_function_cannot_take_the_last_sandboxes_while_another_needs_them(ho
     assert all(o["StatusCode"] == 200 for o in outcomes if "Error" not in o), outcomes
     assert shed[0]["Error"]["Code"] == "TooManyRequestsException"
     assert "fair share" in shed[0]["Error"]["Message"], shed[0]
+
+
+def test_one_worker_thread_still_runs_invocations_side_by_side(own_server):
+    """`--worker-threads 1` gives the server's async runtime one thread (the
+    faster layout for container invokes on a small host): a sleeping
+    invocation must not hold up another function's."""
+    srv = own_server("--warm-sandboxes", "1", "--worker-threads", "1")
+    lam = lambda_client(srv.url)
+    sleeper, quick = deploy(lam, "sleeper"), deploy(lam, "quick")
+    assert "FunctionError" not in invoke_payload(lam, quick, b"{}")
+    slow = Concurrently(srv.url, [sleeper], sleep_event(BUSY_S)).start()
+    time.sleep(0.5)
+    answer = invoke_payload(lam, quick, b'{"a":1}')
+    assert json.loads(answer["Body"])["echo"] == {"a": 1}
+    assert slow.threads[0].is_alive(), "the quick function answered while the sleeper still ran"
+    [slept] = slow.wait()
+    assert "FunctionError" not in slept, slept
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1025", "many"])
+def test_worker_threads_out_of_range_is_refused_at_start(tmp_path, value):
+    done = subprocess.run(
+        [str(nimbus_bin()), "up", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
+         f"--worker-threads={value}"],
+        env=clean_env(**root_env()), capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode != 0
+    assert "--worker-threads" in done.stderr, done.stderr

@@ -80,6 +80,15 @@ pub struct UpArgs {
           default_value_t = ConcurrencyLimits::DEFAULT.account,
           value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
     pub account_concurrency: u32,
+    /// Threads of the server's async runtime (default: one per core).
+    /// Container invokes hand work between the server's threads at every
+    /// step, and on a virtual machine each wake-up of another core is
+    /// costly: on a small host, one thread serves them faster (see
+    /// docs/PERFORMANCE.md §2), while wasm invocations run on these threads
+    /// and use as many cores as they are given.
+    #[arg(long, env = "NIMBUS_WORKER_THREADS",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub worker_threads: Option<usize>,
     /// Warm sandboxes (no code yet) kept ready on top of those.
     #[arg(long, env = "NIMBUS_WARM_SANDBOXES", default_value_t = Capacity::DEFAULT.warm,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=64))]

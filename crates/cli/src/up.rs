@@ -26,6 +26,7 @@ pub fn run(up: UpArgs) -> anyhow::Result<()> {
         repair: up.repair_journal,
     };
     let tenant_weights = up.tenant_weights;
+    let worker_threads = up.worker_threads;
     let args = up.server;
     // NIMBUS_LOG takes tracing's filter syntax, e.g. `debug` or
     // `nimbus_worker=debug` (each sandbox start, with where its time went).
@@ -38,7 +39,12 @@ pub fn run(up: UpArgs) -> anyhow::Result<()> {
         .with_target(false)
         .init();
     let root = credentials::root(&args.data_dir)?;
-    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(threads) = worker_threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = builder.build().context("start the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
