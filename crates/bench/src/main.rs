@@ -172,6 +172,10 @@ struct ContainerArgs {
     /// Seconds of the cold-start rate run.
     #[arg(long, default_value_t = 60)]
     rate_s: u64,
+    /// Threads of every server's async runtime — nimbus, the relay and the
+    /// echo alike (default: one per core).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    worker_threads: Option<usize>,
     /// Also write the report, as markdown, to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -311,6 +315,12 @@ fn run_containers(args: ContainerArgs) -> anyhow::Result<()> {
         (1..=LOAD_DURATION_MAX_S).contains(&args.rate_s),
         "--rate-s must be 1 to {LOAD_DURATION_MAX_S}"
     );
+    if let Some(threads) = args.worker_threads {
+        // Read by every tokio runtime the servers build with its default
+        // thread count (nimbus' own `--worker-threads` included).
+        // SAFETY: no other thread of this process exists yet.
+        unsafe { std::env::set_var("TOKIO_WORKER_THREADS", threads.to_string()) };
+    }
     let nimbus_bin = nimbus_binary(args.nimbus.clone())?;
     let machine = report::Machine::here();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
