@@ -48,6 +48,9 @@ pub struct RuntimeFigures {
     pub warm: Summary,
     /// The same runtime, unsandboxed, behind the bare Runtime API relay.
     pub relay: Summary,
+    /// The same again, the relay driving the runtime's connection from
+    /// each request's own task.
+    pub direct: Summary,
 }
 
 /// Everything this part measured.
@@ -120,10 +123,13 @@ pub fn measure(plan: &Plan, nimbus_bin: &Path, scratch: &Path) -> anyhow::Result
     let mut relays = Vec::new();
     for package in &packages {
         eprintln!(
-            "{}: {} invokes through the bare relay",
+            "{}: {} invokes through each bare relay",
             package.label, plan.warm_runs
         );
-        relays.push(relay_invokes(scratch, package, plan.warm_runs)?);
+        relays.push((
+            relay_invokes(scratch, package, plan.warm_runs, false)?,
+            relay_invokes(scratch, package, plan.warm_runs, true)?,
+        ));
     }
     let mut runtimes = Vec::new();
     let runs = [(0, &api, "warm"), (0, &api_cold, "cold"), (1, &api, "warm")];
@@ -146,7 +152,8 @@ pub fn measure(plan: &Plan, nimbus_bin: &Path, scratch: &Path) -> anyhow::Result
             init: Summary::of(starts.init),
             platform: Summary::of(platform),
             warm,
-            relay: relays[index],
+            relay: relays[index].0,
+            direct: relays[index].1,
         });
     }
     let bare = bare_invokes(bare.address, plan.warm_runs)?;
@@ -299,12 +306,18 @@ fn bare_invokes(address: std::net::SocketAddr, runs: u32) -> anyhow::Result<Summ
 
 /// Invokes of `package` run as a plain process behind the bare relay,
 /// asked by the same client as the bare echo.
-fn relay_invokes(scratch: &Path, package: &Package, runs: u32) -> anyhow::Result<Summary> {
+fn relay_invokes(
+    scratch: &Path,
+    package: &Package,
+    runs: u32,
+    direct: bool,
+) -> anyhow::Result<Summary> {
     let relay = Server::start_relay(
         scratch,
         &package.runtime,
         &package.local.env,
         &package.local.command,
+        direct,
     )?;
     bare_invokes(relay.address, runs)
 }

@@ -94,6 +94,10 @@ enum Command {
         /// NAME=VALUE set in the runtime's environment.
         #[arg(long = "env", value_parser = parse_env)]
         env: Vec<(String, String)>,
+        /// Drive the runtime's one connection from each client request's
+        /// own task (no hand-off between tasks).
+        #[arg(long)]
+        direct: bool,
         /// The runtime and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -233,7 +237,8 @@ fn main() {
             listen,
             env,
             command,
-        }) => relay::serve(&listen, &env, &command),
+            direct,
+        }) => relay::serve(&listen, &env, &command, direct),
         Some(Command::Containers(args)) => run_containers(args),
         Some(Command::Placement { decisions }) => run_placement(decisions),
         Some(Command::Spread {

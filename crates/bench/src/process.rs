@@ -73,10 +73,14 @@ impl Server {
         tag: &str,
         env: &[(String, String)],
         command: &[String],
+        direct: bool,
     ) -> anyhow::Result<Server> {
         let this = std::env::current_exe().context("locate this binary")?;
         let mut relay = Command::new(this);
         relay.args(["relay", "--listen", "127.0.0.1:0"]);
+        if direct {
+            relay.arg("--direct");
+        }
         for (name, value) in env {
             relay.arg("--env").arg(format!("{name}={value}"));
         }

@@ -383,6 +383,13 @@ fn write_containers(
                 &r.relay,
                 "",
             )?;
+            row(
+                md,
+                runtime,
+                "the same, no hand-off between tasks (--direct)",
+                &r.direct,
+                "",
+            )?;
         }
     }
     row(md, "bare axum", "the same client's POST", &f.bare, "")?;
