@@ -119,10 +119,10 @@ enum Command {
         #[arg(long)]
         nimbus: Option<PathBuf>,
         /// wrk connections.
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=CONNECTIONS_MAX as i64))]
         connections: u32,
         /// Measured seconds per count.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=LOAD_DURATION_MAX_S))]
         duration_s: u64,
     },
     /// Measure async accepts (Event invokes committed to the journal before
@@ -137,16 +137,16 @@ struct AsyncArgs {
     #[arg(long)]
     nimbus: Option<PathBuf>,
     /// Concurrent clients of each run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64", value_parser = clap::value_parser!(u32).range(1..=CONNECTIONS_MAX as i64))]
     clients: Vec<u32>,
     /// Measured seconds per client count.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=LOAD_DURATION_MAX_S))]
     duration_s: u64,
     /// Seconds of load, not measured, before each measured run.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=WARMUP_DURATION_MAX_S))]
     warmup_s: u64,
     /// Syncs of the disk measured per kind, before and after the runs.
-    #[arg(long, default_value_t = 3_000)]
+    #[arg(long, default_value_t = 3_000, value_parser = clap::value_parser!(u32).range(1..=SYNC_SAMPLES_MAX as i64))]
     sync_samples: u32,
     /// Where the servers' data directories are made: its filesystem is the
     /// one measured [default: the current directory, as `nimbus up`'s
@@ -165,16 +165,16 @@ struct ContainerArgs {
     #[arg(long)]
     nimbus: Option<PathBuf>,
     /// Cold starts per runtime.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=CONTAINER_RUNS_MAX as i64))]
     cold_runs: u32,
     /// Warm invokes per runtime.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=CONTAINER_RUNS_MAX as i64))]
     warm_runs: u32,
     /// Concurrent clients of the cold-start rate run.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=CONNECTIONS_MAX as i64))]
     clients: u32,
     /// Seconds of the cold-start rate run.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=LOAD_DURATION_MAX_S))]
     rate_s: u64,
     /// Threads of every server's async runtime — nimbus, the relay and the
     /// echo alike (default: one per core).
@@ -193,29 +193,29 @@ struct RunArgs {
     #[arg(long)]
     nimbus: Option<PathBuf>,
     /// Measured seconds of each load run.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=LOAD_DURATION_MAX_S))]
     duration_s: u64,
     /// Seconds of load, not measured, before each measured run.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=WARMUP_DURATION_MAX_S))]
     warmup_s: u64,
     /// Connections of the latency run (1: no request ever queues).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=CONNECTIONS_MAX as i64))]
     latency_connections: u32,
     /// Connections of the throughput run.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=CONNECTIONS_MAX as i64))]
     throughput_connections: u32,
     /// `wrk` threads; one leaves the other core to the server under test.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=CONNECTIONS_MAX as i64))]
     wrk_threads: u32,
     /// The CPU of the one-core layout [default: the last].
     #[arg(long)]
     pin_cpu: Option<usize>,
     /// Times the whole HTTP sequence is repeated; the report gives medians.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=ROUNDS_MAX as i64))]
     rounds: u32,
     /// Measured in-process sandbox runs per guest (after a tenth as many
     /// warm-up runs).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=SANDBOX_RUNS_MAX as i64))]
     sandbox_runs: u32,
     /// Also write the report, as markdown, to this file.
     #[arg(long)]
@@ -258,7 +258,6 @@ fn main() {
 /// The whole benchmark. The servers are dropped — and so killed — on every
 /// path out of this function, including `?`.
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    check(&args)?;
     let nimbus_bin = nimbus_binary(args.nimbus.clone())?;
     let wrk_version = wrk::version()?;
     let pin_cpu = match args.pin_cpu {
@@ -309,17 +308,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// The container part: its own servers, its own report.
 fn run_containers(args: ContainerArgs) -> anyhow::Result<()> {
-    for (flag, n, max) in [
-        ("--cold-runs", args.cold_runs, CONTAINER_RUNS_MAX),
-        ("--warm-runs", args.warm_runs, CONTAINER_RUNS_MAX),
-        ("--clients", args.clients, CONNECTIONS_MAX),
-    ] {
-        ensure!((1..=max).contains(&n), "{flag} must be 1 to {max}");
-    }
-    ensure!(
-        (1..=LOAD_DURATION_MAX_S).contains(&args.rate_s),
-        "--rate-s must be 1 to {LOAD_DURATION_MAX_S}"
-    );
     if let Some(threads) = args.worker_threads {
         // Read by every tokio runtime the servers build with its default
         // thread count (nimbus' own `--worker-threads` included).
@@ -342,37 +330,6 @@ fn run_containers(args: ContainerArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.markdown {
         std::fs::write(path, &text).with_context(|| format!("write {}", path.display()))?;
     }
-    Ok(())
-}
-
-/// Refuses arguments outside the named limits.
-fn check(args: &RunArgs) -> anyhow::Result<()> {
-    ensure!(
-        (1..=LOAD_DURATION_MAX_S).contains(&args.duration_s),
-        "--duration-s must be 1 to {LOAD_DURATION_MAX_S}"
-    );
-    ensure!(
-        args.warmup_s <= WARMUP_DURATION_MAX_S,
-        "--warmup-s must be at most {WARMUP_DURATION_MAX_S}"
-    );
-    for (flag, n) in [
-        ("--latency-connections", args.latency_connections),
-        ("--throughput-connections", args.throughput_connections),
-        ("--wrk-threads", args.wrk_threads),
-    ] {
-        ensure!(
-            (1..=CONNECTIONS_MAX).contains(&n),
-            "{flag} must be 1 to {CONNECTIONS_MAX}"
-        );
-    }
-    ensure!(
-        (1..=ROUNDS_MAX).contains(&args.rounds),
-        "--rounds must be 1 to {ROUNDS_MAX}"
-    );
-    ensure!(
-        (1..=SANDBOX_RUNS_MAX).contains(&args.sandbox_runs),
-        "--sandbox-runs must be 1 to {SANDBOX_RUNS_MAX}"
-    );
     Ok(())
 }
 
@@ -434,14 +391,6 @@ fn run_placement(decisions: u64) -> anyhow::Result<()> {
 
 /// Warm invokes spread over many functions, printed as markdown.
 fn run_spread(nimbus: Option<PathBuf>, connections: u32, duration_s: u64) -> anyhow::Result<()> {
-    ensure!(
-        (1..=CONNECTIONS_MAX).contains(&connections),
-        "--connections must be 1 to {CONNECTIONS_MAX}"
-    );
-    ensure!(
-        (1..=LOAD_DURATION_MAX_S).contains(&duration_s),
-        "--duration-s must be 1 to {LOAD_DURATION_MAX_S}"
-    );
     wrk::version()?;
     let nimbus_bin = nimbus_binary(nimbus)?;
     let machine = report::Machine::here();
@@ -456,26 +405,6 @@ fn run_spread(nimbus: Option<PathBuf>, connections: u32, duration_s: u64) -> any
 /// Async accepts beside the disk's sync latency, printed as markdown.
 fn run_async(args: AsyncArgs) -> anyhow::Result<()> {
     ensure!(!args.clients.is_empty(), "--clients names no client count");
-    for &clients in &args.clients {
-        ensure!(
-            (1..=CONNECTIONS_MAX).contains(&clients),
-            "--clients must be 1 to {CONNECTIONS_MAX} each"
-        );
-    }
-    // One signature is replayed from the warm-up to the window's end, and
-    // the server accepts it for 5 minutes.
-    ensure!(
-        (1..=LOAD_DURATION_MAX_S).contains(&args.duration_s),
-        "--duration-s must be 1 to {LOAD_DURATION_MAX_S}"
-    );
-    ensure!(
-        args.warmup_s <= WARMUP_DURATION_MAX_S,
-        "--warmup-s must be at most {WARMUP_DURATION_MAX_S}"
-    );
-    ensure!(
-        (1..=SYNC_SAMPLES_MAX).contains(&args.sync_samples),
-        "--sync-samples must be 1 to {SYNC_SAMPLES_MAX}"
-    );
     ensure!(
         args.dir.is_dir(),
         "--dir {}: no such directory",
