@@ -7,6 +7,7 @@
 //! qualifier it was invoked with (`$LATEST` when unqualified), read by the
 //! dispatcher from [`EventConfigs`], the platform's copy of the store's.
 
+use super::functions::max_items_within;
 use super::resolve::{Qualifier, qualifier};
 use super::{Deliverable, blocking, function_ref, parse_json};
 use crate::Platform;
@@ -377,17 +378,7 @@ pub async fn list(
             "ListFunctionEventInvokeConfigs takes a function, not one of its versions or aliases",
         ));
     }
-    let max_items = match query.get("MaxItems") {
-        None => LIST_MAX_ITEMS,
-        Some(text) => match text.parse::<i64>() {
-            Ok(n) => in_range(n, "maxItems", 1, LIST_MAX_ITEMS as i64)? as usize,
-            Err(_) => {
-                return Err(ApiError::invalid_parameter(format!(
-                    "MaxItems {text:?} is not a number"
-                )));
-            }
-        },
-    };
+    let max_items = max_items_within(&query, LIST_MAX_ITEMS, LIST_MAX_ITEMS)?;
     let configs = stored(&platform, &caller, &function).await?;
     // The marker is the last qualifier of the previous page.
     let after = query.get("Marker").filter(|m| !m.is_empty());

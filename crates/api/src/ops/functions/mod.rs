@@ -112,15 +112,24 @@ fn plain_name(label: &str) -> Result<String, ApiError> {
 
 /// `MaxItems` of a List operation.
 pub fn max_items(query: &HashMap<String, String>) -> Result<usize, ApiError> {
+    max_items_within(query, LIST_MAX_ITEMS_DEFAULT, LIST_MAX_ITEMS_MAX)
+}
+
+/// A list operation's `MaxItems`: `default` when absent, else 1 to `max`.
+pub fn max_items_within(
+    query: &HashMap<String, String>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     match query.get("MaxItems") {
-        None => Ok(LIST_MAX_ITEMS_DEFAULT),
+        None => Ok(default),
         Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=LIST_MAX_ITEMS_MAX).contains(&n) => Ok(n),
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
             _ => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "ValidationException",
                 format!(
-                    "1 validation error detected: Value '{text}' at 'maxItems' failed to satisfy constraint: Member must have value between 1 and {LIST_MAX_ITEMS_MAX}"
+                    "1 validation error detected: Value '{text}' at 'maxItems' failed to satisfy constraint: Member must have value between 1 and {max}"
                 ),
             )),
         },
