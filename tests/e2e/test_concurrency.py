@@ -93,10 +93,16 @@ def test_a_reserved_function_never_runs_more_than_its_reservation(lam, functions
     name = functions.create(bootstrap_zip(), handler="unused", Runtime="provided.al2023",
                             Timeout=HOLD_S * 5)["FunctionName"]
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=1)
+    # Hot before the holder starts, and the holder's client made here: its
+    # invoke is then admitted within milliseconds, well inside the pause below
+    # even on a busy machine (a cold start or a new boto3 session can take
+    # longer than that).
+    invoke_payload(lam, name, b"{}")
+    holder_client = lambda_client(server.url)
     held: dict = {}
 
     def hold() -> None:
-        held["answer"] = invoke_payload(lambda_client(server.url), name,
+        held["answer"] = invoke_payload(holder_client, name,
                                         json.dumps({"do": "sleep", "seconds": HOLD_S}).encode())
 
     holder = threading.Thread(target=hold)
