@@ -381,7 +381,7 @@ impl WarmSandbox {
         let mut tmp = launched.tmp;
         // The child has mounted /tmp: the mount now holds the loop device.
         tmp.release_device();
-        let api = RuntimeApi::new();
+        let mut api = RuntimeApi::new();
         let server = match tokio::net::TcpListener::from_std(launched.listener) {
             Ok(listener) => api.spawn_server(listener),
             Err(e) => tokio::spawn(async move { drop(e) }),
@@ -714,7 +714,7 @@ impl Sandbox {
             .unwrap_or_default()
             .as_millis() as u64;
         let request_id = request.request_id.clone();
-        let mut reply = self.api.begin(Event {
+        let reply = self.api.begin(Event {
             request_id: request.request_id,
             deadline_ms,
             invoked_function_arn: request.invoked_function_arn,
@@ -723,6 +723,7 @@ impl Sandbox {
             cognito_identity: request.cognito_identity,
             payload: request.payload,
         });
+        let mut reply = std::pin::pin!(reply.result());
         let deadline = tokio::time::Instant::from_std(started + request.timeout);
         let mut log = Vec::new();
         let mut chunk = vec![0u8; LOG_CHUNK_BYTES];
@@ -735,8 +736,8 @@ impl Sandbox {
         let end = loop {
             tokio::select! {
                 r = &mut reply => match r {
-                    Ok(r) => break End::Reply(r),
-                    Err(_) => break End::Exited(None),
+                    Some(r) => break End::Reply(r),
+                    None => break End::Exited(None),
                 },
                 status = self.exited.wait_for(Option::is_some) => break End::Exited(status.ok().and_then(|s| *s)),
                 _ = tokio::time::sleep_until(deadline) => break End::TimedOut,
