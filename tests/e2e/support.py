@@ -243,7 +243,14 @@ def sqs_client(url: str, access_key=ROOT_ACCESS_KEY_ID, secret_key=ROOT_SECRET_A
     return aws_client("sqs", url, access_key, secret_key, validate)
 
 
-def aws_client(service: str, url: str, access_key: str, secret_key: str, validate: bool):
+def aws_client(
+    service: str,
+    url: str,
+    access_key: str = ROOT_ACCESS_KEY_ID,
+    secret_key: str = ROOT_SECRET_ACCESS_KEY,
+    validate: bool = True,
+    read_timeout: float = 120,
+):
     return boto3.session.Session().client(
         service,
         endpoint_url=url,
@@ -254,7 +261,7 @@ def aws_client(service: str, url: str, access_key: str, secret_key: str, validat
             retries={"max_attempts": 1},
             parameter_validation=validate,
             connect_timeout=5,
-            read_timeout=120,
+            read_timeout=read_timeout,
         ),
     )
 

@@ -9,9 +9,10 @@ import stat
 import time
 import zipfile
 
+import botocore.exceptions
 import pytest
 
-from support import GUESTS_DIR, ROLE, assert_client_error, build_guest, invoke_payload, log_of, make_zip
+from support import GUESTS_DIR, ROLE, assert_client_error, aws_client, build_guest, invoke_payload, log_of, make_zip
 
 BOOTSTRAP = GUESTS_DIR / "provided" / "bootstrap"
 
@@ -171,3 +172,18 @@ def test_each_invocation_records_its_tier(lam, provided):
     assert tier_of(invoke_payload(lam, also_big, b"{}")) == "warm"
     # A wasm function's instance is prepared ahead: it is hot from the start.
     assert tier_of(lam.invoke(FunctionName=name, Payload=b"{}")) == "hot"
+
+
+def test_an_invocation_whose_caller_goes_away_runs_to_its_end(server, lam, provided):
+    # As on Lambda, a client that disconnects does not stop its invocation:
+    # it runs to its end and its sandbox goes back to the pool, hot. An
+    # invocation dropped midway would leave its sandbox to be killed.
+    name = provided()
+    invoke_payload(lam, name, b"{}")
+    impatient = aws_client("lambda", server.url, read_timeout=0.5)
+    with pytest.raises(botocore.exceptions.ReadTimeoutError):
+        impatient.invoke(FunctionName=name, Payload=b'{"do":"sleep","seconds":1.5}')
+    time.sleep(2.5)
+    after = invoke_payload(lam, name, b'{"n":1}')
+    assert json.loads(after["Body"])["echo"] == {"n": 1}
+    assert tier_of(after) == "hot", "the abandoned invocation's sandbox was not returned"

@@ -31,9 +31,12 @@ use nimbus_control::Runtime;
 use nimbus_scheduler::prewarm::Forecast;
 use nimbus_scheduler::{BurstLimit, FairShare, StartGate, TooFast};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// How many sandboxes one host keeps, and for how long.
@@ -911,12 +914,11 @@ impl ContainerPool {
         code_dir: &Path,
         request: InvokeRequest,
     ) -> Result<ContainerOutcome, ContainerError> {
-        // On a task of its own, so that a caller who goes away (its future
-        // dropped) leaves the invocation to finish and its sandbox, slot
-        // and share to be returned, as Lambda lets an invocation run on
-        // when its client disconnects.
+        // A caller who goes away (its future dropped) leaves the invocation
+        // to finish and its sandbox, slot and share to be returned, as
+        // Lambda lets an invocation run on when its client disconnects.
         let (pool, snapshot, code_dir) = (self.clone(), snapshot.clone(), code_dir.to_path_buf());
-        tokio::spawn(async move {
+        RunsToTheEnd::new(async move {
             // A function's share first, then its tenant's.
             let function = format!("{}/{}", snapshot.tenant, snapshot.name);
             pool.function_share
@@ -934,7 +936,6 @@ impl ContainerPool {
             result
         })
         .await
-        .map_err(|e| ContainerError::Invoke(format!("the invocation's task failed: {e}")))?
     }
 
     async fn invoke_holding_a_share(
@@ -1156,6 +1157,45 @@ impl ContainerPool {
         for sandbox in doomed {
             self.release(sandbox.memory_mb());
             sandbox.shutdown().await;
+        }
+    }
+}
+
+/// A future run in its caller's task that, if the caller goes away before
+/// it is done, is finished on a task of its own. An invocation so runs to
+/// its end without a hand-off between tasks in the common case, where a
+/// task of its own from the start would cost two (one to start it, one to
+/// wake the caller with its result).
+struct RunsToTheEnd<T: Send + 'static>(Option<Pin<Box<dyn Future<Output = T> + Send>>>);
+
+impl<T: Send + 'static> RunsToTheEnd<T> {
+    fn new(work: impl Future<Output = T> + Send + 'static) -> RunsToTheEnd<T> {
+        RunsToTheEnd(Some(Box::pin(work)))
+    }
+}
+
+impl<T: Send + 'static> Future for RunsToTheEnd<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        // Polled again after its end: there is nothing more to give.
+        let Some(work) = self.0.as_mut() else {
+            return Poll::Pending;
+        };
+        let done = std::task::ready!(work.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(done)
+    }
+}
+
+impl<T: Send + 'static> Drop for RunsToTheEnd<T> {
+    fn drop(&mut self) {
+        // Outside a runtime (the server shutting down) there is nothing
+        // left to finish it on; the sandbox then sees it abandoned.
+        if let (Some(rest), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(async move {
+                rest.await;
+            });
         }
     }
 }
