@@ -152,3 +152,25 @@ def _ignore_errors(call) -> None:
         call()
     except Exception:
         pass
+
+
+def test_a_stopped_server_leaves_nothing_of_its_own(tmp_path):
+    # A server stopped as it should be takes down its sandboxes and its
+    # cgroup groups: a data dir never used again leaves nothing on the host.
+    data_dir = tmp_path / "data"
+    server = start(data_dir, tmp_path / "server.log")
+    try:
+        lam = lambda_client(server.url)
+        lam.create_function(FunctionName="native", Runtime="provided.al2023", Role=ROLE,
+                            Handler="x", Code={"ZipFile": bootstrap_zip()})
+        assert "FunctionError" not in invoke_payload(lam, "native", b"{}")
+        tag = tag_of(data_dir)
+        groups = [mount / f"nimbus-{tag}" for mount in cgroup_mounts()]
+        assert any(group.is_dir() for group in groups) and sandbox_cgroups(tag)
+        assert server.stop(signal.SIGTERM) == 0, server.log_tail()
+        assert sandbox_cgroups(tag) == []
+        left = [str(group) for group in groups if group.exists()]
+        assert left == [], f"cgroup groups left behind: {left}"
+        assert state_dirs(data_dir) == [] and loop_devices_under(data_dir / "sandboxes") == []
+    finally:
+        server.kill()

@@ -1161,6 +1161,24 @@ impl ContainerPool {
     }
 }
 
+impl Drop for ContainerPool {
+    /// The last of this server on the host: the sandboxes it keeps are torn
+    /// down (each by its own drop), then the sweep removes whatever else
+    /// carries its tag — the cgroup groups above all — so a data directory
+    /// that is never used again leaves nothing behind.
+    fn drop(&mut self) {
+        drop(std::mem::take(
+            self.idle.get_mut().unwrap_or_else(|p| p.into_inner()),
+        ));
+        self.warm.clear();
+        self.preloaded.clear();
+        match nimbus_container::sweep(&self.host) {
+            Ok(report) => tracing::debug!(?report, "removed this server's sandboxes"),
+            Err(e) => tracing::warn!(error = %e, "could not remove all of this server's sandboxes"),
+        }
+    }
+}
+
 /// A future run in its caller's task that, if the caller goes away before
 /// it is done, is finished on a task of its own. An invocation so runs to
 /// its end without a hand-off between tasks in the common case, where a
@@ -1217,6 +1235,13 @@ impl<K, T> Default for Shelves<K, T> {
 impl<K: std::hash::Hash + Eq, T> Shelves<K, T> {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (Vec<T>, usize)>> {
         self.shelves.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops every ready one.
+    fn clear(&mut self) {
+        drop(std::mem::take(
+            self.shelves.get_mut().unwrap_or_else(|p| p.into_inner()),
+        ));
     }
 
     /// Books the builds `key` lacks of `target`, ready or being built;
