@@ -160,10 +160,25 @@ pub fn pinned(program: &Path, cpu: Option<usize>) -> Command {
     }
 }
 
+/// How long a server has to stop on SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 impl Drop for Server {
     fn drop(&mut self) {
-        // SIGKILL: nothing of the server's state outlives the run, so there
-        // is nothing to shut down gracefully for.
+        // SIGTERM first: a nimbus server then removes its sandboxes' cgroups
+        // from the host, which a SIGKILL leaves until the next start on the
+        // same (here, temporary) data directory.
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + STOP_GRACE;
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
