@@ -38,7 +38,8 @@
 //!   routine with the reason for every step's place.
 //! - `root.rs`: what the sandbox's root holds and the mount steps building it;
 //!   `clone.rs`: `clone` / `clone3(CLONE_INTO_CGROUP)` and reaping.
-//! - `runtime_api.rs`: the Runtime API server of one sandbox.
+//! - `runtime_api.rs`: the Runtime API of one sandbox, driven by the
+//!   invocation itself where it can; `runtime_api/wire.rs`: its HTTP/1.1.
 //! - `netns.rs`: opening its listener inside the sandbox's network namespace.
 //! - `cgroup.rs`, `tmpdisk.rs`, [`seccomp`] (the allow-list as data),
 //!   [`limits`] (every limit, named, with its unit), [`sweep()`] (start-up).
