@@ -340,10 +340,12 @@ fn write_containers(
          claims a sandbox the server built ahead (for python, with the runtime client already \
          running), a cold one is asked of a second server with no warm pool \
          (--warm-sandboxes 0) and builds it from nothing; 150 ms between starts (untimed) let \
-         the pool refill; hot: one hot sandbox, sequential invokes, with two baselines asked \
-         by the same client: the bare axum echo (one process, one round trip) and the bare \
+         the pool refill; hot: one hot sandbox, sequential invokes, with three baselines \
+         asked by the same client: the bare axum echo (one process, one round trip), the bare \
          Runtime API relay (a bare axum server handing each POST to the same function run \
-         as a plain process: the protocol's own second round trip, nothing of the platform)\n"
+         as a plain process: the protocol's own second round trip, nothing of the platform), \
+         and the same relay without hand-offs between tasks (each request's own task drives \
+         the runtime's connection: the floor for a Runtime API server)\n"
     )?;
     writeln!(
         md,
