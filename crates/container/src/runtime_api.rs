@@ -525,13 +525,8 @@ async fn serve(shared: &Shared, conn: &mut Conn, head: Head) -> Result<Served, W
         Route::Result { id, error } => {
             let body = conn.read_body(&head, limits::RESPONSE_BYTES_MAX).await?;
             if !shared.answer(id) {
-                respond_json(
-                    conn,
-                    Status::BadRequest,
-                    "Invalid request ID",
-                    "InvalidRequestID",
-                )
-                .await;
+                conn.respond_error(Status::BadRequest, "Invalid request ID", "InvalidRequestID")
+                    .await;
                 return Ok(Served::Answered);
             }
             let reply = match body {
@@ -544,13 +539,8 @@ async fn serve(shared: &Shared, conn: &mut Conn, head: Head) -> Result<Served, W
                         "Response payload size exceeded maximum allowed payload size ({} bytes).",
                         limits::RESPONSE_BYTES_MAX
                     );
-                    respond_json(
-                        conn,
-                        Status::PayloadTooLarge,
-                        &message,
-                        "RequestEntityTooLarge",
-                    )
-                    .await;
+                    conn.respond_error(Status::PayloadTooLarge, &message, "RequestEntityTooLarge")
+                        .await;
                     let error = FunctionError::new("Function.ResponseSizeTooLarge", message);
                     return Ok(Served::Result(Reply::Error(error)));
                 }
@@ -562,8 +552,7 @@ async fn serve(shared: &Shared, conn: &mut Conn, head: Head) -> Result<Served, W
         Route::InitError => {
             let Body::Complete(body) = conn.read_body(&head, limits::RESPONSE_BYTES_MAX).await?
             else {
-                respond_json(
-                    conn,
+                conn.respond_error(
                     Status::PayloadTooLarge,
                     "Payload Too Large",
                     "RequestEntityTooLarge",
@@ -588,7 +577,7 @@ async fn serve(shared: &Shared, conn: &mut Conn, head: Head) -> Result<Served, W
             } else {
                 (Status::NotFound, "Not Found", "NotFound")
             };
-            respond_json(conn, status, message, error_type).await;
+            conn.respond_error(status, message, error_type).await;
             Ok(Served::Answered)
         }
     }
@@ -598,19 +587,6 @@ async fn serve(shared: &Shared, conn: &mut Conn, head: Head) -> Result<Served, W
 /// constants: it is written once per invocation.
 const ACCEPTED: &[u8] = b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\n\
 content-length: 15\r\n\r\n{\"status\":\"OK\"}";
-
-/// An error answer in the emulator's shape. A runtime that cannot read it
-/// is gone; the next read on the connection says so.
-async fn respond_json(conn: &mut Conn, status: Status, message: &str, error_type: &str) {
-    let body = serde_json::json!({ "errorMessage": message, "errorType": error_type });
-    let _ = conn
-        .respond(
-            status,
-            b"content-type: application/json\r\n",
-            body.to_string().as_bytes(),
-        )
-        .await;
-}
 
 /// Answers a `/next` with `event`.
 async fn write_event(conn: &mut Conn, event: &Event) -> Result<(), WireError> {

@@ -385,7 +385,13 @@ impl Conn {
             WireError::HeadTooLarge => (Status::HeadersTooLarge, "request head too large"),
             WireError::Closed | WireError::Io(_) => return,
         };
-        let body = serde_json::json!({ "errorMessage": message, "errorType": "InvalidRequest" });
+        self.respond_error(status, message, "InvalidRequest").await;
+    }
+
+    /// An error answer in the shape AWS's emulator gives. A runtime that
+    /// cannot read it is gone; the next read on the connection says so.
+    pub(crate) async fn respond_error(&mut self, status: Status, message: &str, error_type: &str) {
+        let body = serde_json::json!({ "errorMessage": message, "errorType": error_type });
         let _ = self
             .respond(
                 status,
