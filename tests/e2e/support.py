@@ -200,6 +200,16 @@ class NimbusServer:
             self.proc.kill()
             self.proc.wait()
 
+    def close(self) -> None:
+        """Stops the server if it still runs: SIGTERM first, so that it takes its
+        sandboxes' cgroups off the host, then SIGKILL if it lingers."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=SERVER_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

@@ -144,7 +144,7 @@ def test_a_killed_servers_sandboxes_are_gone_after_the_next_start(tmp_path):
         assert "FunctionError" not in invoke_payload(lambda_client(ours.url), "py", b"{}")
     finally:
         for srv in servers:
-            srv.kill()
+            srv.close()
 
 
 def _ignore_errors(call) -> None:
@@ -173,4 +173,4 @@ def test_a_stopped_server_leaves_nothing_of_its_own(tmp_path):
         assert left == [], f"cgroup groups left behind: {left}"
         assert state_dirs(data_dir) == [] and loop_devices_under(data_dir / "sandboxes") == []
     finally:
-        server.kill()
+        server.close()

@@ -32,7 +32,7 @@ def own_server(tmp_path):
 
     yield start
     for srv in servers:
-        srv.kill()
+        srv.close()
 
 
 def populate(lam, guests) -> dict[str, dict]:

@@ -802,7 +802,7 @@ def own_server(tmp_path):
 
     yield start
     for srv in servers:
-        srv.kill()
+        srv.close()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
