@@ -193,9 +193,15 @@ impl Shared {
         }
     }
 
-    /// Hands a result a connection task read to the waiting invocation.
-    fn deliver(&self, reply: Reply) {
-        let sender = self.state().current.as_mut().and_then(|c| c.reply.take());
+    /// Hands a result a connection task read for `id` to the invocation
+    /// waiting for it.
+    fn deliver(&self, id: &str, reply: Reply) {
+        let sender = self
+            .state()
+            .current
+            .as_mut()
+            .filter(|c| c.request_id == id)
+            .and_then(|c| c.reply.take());
         if let Some(sender) = sender {
             let _ = sender.send(reply);
         }
@@ -243,7 +249,9 @@ impl RuntimeApi {
             answered: false,
             reply: Some(reply),
         });
-        let direct = state.parked.take();
+        // A runtime gone from its parked connection (a `/next` given up on)
+        // would take the event with it: the event waits for its next `/next`.
+        let direct = state.parked.take().filter(|p| !p.conn.peer_closed());
         let event = match &direct {
             Some(parked) if parked.asked_next => Some(event),
             // Queued even when a connection between requests was taken: the
@@ -366,7 +374,7 @@ async fn drive(shared: &Shared, conn: &mut Conn, asked_next: bool, event: Option
             }
         };
         match serve(shared, conn, head).await {
-            Ok(Served::Result(reply)) => return Driven::Replied(reply),
+            Ok(Served::Result(_, reply)) => return Driven::Replied(reply),
             Ok(Served::Next) => return Driven::HandBack(Pending::Next),
             Ok(Served::Answered) if conn.is_open() => {}
             Ok(Served::Answered) => return Driven::Lost,
@@ -430,7 +438,7 @@ async fn serve_connection(shared: Arc<Shared>, mut conn: Conn, mut pending: Pend
         };
         match serve(&shared, &mut conn, head).await {
             Ok(Served::Next) => pending = Pending::Next,
-            Ok(Served::Result(reply)) => shared.deliver(reply),
+            Ok(Served::Result(id, reply)) => shared.deliver(&id, reply),
             Ok(Served::Answered) => {}
             Err(e) => return conn.refuse(&e).await,
         }
@@ -446,7 +454,15 @@ async fn wait_for_event(shared: &Shared, conn: Conn) -> Option<(Conn, Event)> {
         {
             let mut state = shared.state();
             if let Some(event) = state.queued.take() {
-                return Some((conn, event));
+                if !conn.peer_closed() {
+                    return Some((conn, event));
+                }
+                // The runtime gave up on this `/next`: the event waits for
+                // one that is still asked.
+                state.queued = Some(event);
+                drop(state);
+                shared.event_queued.notify_one();
+                return None;
             }
             if state.parked.is_none() {
                 state.parked = Some(Parked {
@@ -505,8 +521,9 @@ fn route(head: &Head) -> Route<'_> {
 enum Served {
     /// The runtime asked `/next`: the caller answers it with an event.
     Next,
-    /// The current request's result, accepted: the caller hands it on.
-    Result(Reply),
+    /// The result of the current request (its id), accepted: the caller
+    /// hands it on.
+    Result(String, Reply),
     /// Answered; nothing follows.
     Answered,
 }
@@ -542,12 +559,12 @@ async fn serve(shared: &Shared, conn: &mut Conn, head: Head) -> Result<Served, W
                     conn.respond_error(Status::PayloadTooLarge, &message, "RequestEntityTooLarge")
                         .await;
                     let error = FunctionError::new("Function.ResponseSizeTooLarge", message);
-                    return Ok(Served::Result(Reply::Error(error)));
+                    return Ok(Served::Result(id.to_owned(), Reply::Error(error)));
                 }
             };
             // A runtime gone before reading this leaves its result standing.
-            let _ = conn.respond_raw(ACCEPTED).await;
-            Ok(Served::Result(reply))
+            let _ = write_accepted(conn).await;
+            Ok(Served::Result(id.to_owned(), reply))
         }
         Route::InitError => {
             let Body::Complete(body) = conn.read_body(&head, limits::RESPONSE_BYTES_MAX).await?
@@ -563,7 +580,7 @@ async fn serve(shared: &Shared, conn: &mut Conn, head: Head) -> Result<Served, W
             let body = body.slice(..body.len().min(limits::INIT_ERROR_BYTES_MAX));
             let posted = FunctionError::from_posted(body, head.error_type.as_deref());
             shared.init_error.send_replace(Some(posted));
-            let _ = conn.respond_raw(ACCEPTED).await;
+            let _ = write_accepted(conn).await;
             Ok(Served::Answered)
         }
         route @ (Route::WrongMethod | Route::Unknown) => {
@@ -587,6 +604,19 @@ async fn serve(shared: &Shared, conn: &mut Conn, head: Head) -> Result<Served, W
 /// constants: it is written once per invocation.
 const ACCEPTED: &[u8] = b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\n\
 content-length: 15\r\n\r\n{\"status\":\"OK\"}";
+
+/// The same for a request that asked to close the connection after it.
+const ACCEPTED_THEN_CLOSE: &[u8] = b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\n\
+connection: close\r\ncontent-length: 15\r\n\r\n{\"status\":\"OK\"}";
+
+async fn write_accepted(conn: &mut Conn) -> Result<(), WireError> {
+    let answer = if conn.is_open() {
+        ACCEPTED
+    } else {
+        ACCEPTED_THEN_CLOSE
+    };
+    conn.respond_raw(answer).await
+}
 
 /// Answers a `/next` with `event`.
 async fn write_event(conn: &mut Conn, event: &Event) -> Result<(), WireError> {
@@ -1030,6 +1060,36 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_event_never_goes_to_a_next_the_runtime_gave_up() {
+        let (api, port, server) = api_on_a_port().await;
+        // A parked /next whose runtime went away (a client's timeout).
+        let mut gone = Runtime::connect(port).await;
+        gone.send(NEXT).await;
+        parked(&api).await;
+        drop(gone);
+        // Its retry waits on another connection, and so does a second
+        // connection's /next that is then given up too.
+        let mut retry = Runtime::connect(port).await;
+        retry.send(NEXT).await;
+        let mut also_gone = Runtime::connect(port).await;
+        also_gone.send(NEXT).await;
+        api.next_calls().wait_for(|n| *n == 3).await.unwrap();
+        drop(also_gone);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let result = tokio::spawn(api.begin(event("r1")).result());
+        let answer = retry.answer().await;
+        assert!(
+            answer
+                .head
+                .contains("lambda-runtime-aws-request-id: r1\r\n")
+        );
+        retry.send(&post("r1", "response", "one")).await;
+        assert_eq!(retry.answer().await.status, 202);
+        assert!(matches!(result.await.unwrap(), Some(Reply::Response(b)) if b == "one"));
+        server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hostile_requests_are_refused_and_the_api_keeps_serving() {
         let (api, port, server) = api_on_a_port().await;
         let long_header = format!(
@@ -1051,6 +1111,9 @@ mod tests {
             (b"POST /2018-06-01/runtime/invocation/next HTTP/1.1\r\n\r\n", 405),
             (b"GET /2018-06-01/runtime/invocation/x/response HTTP/1.1\r\n\r\n", 405),
             (b"GET /2018-06-01/runtime/invocation//response HTTP/1.1\r\n\r\n", 404),
+            // Chunk sizes whose sum with what was read would wrap around 2^64.
+            (b"POST /2018-06-01/runtime/init/error HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nFFFFFFFFFFFFFFFD\r\n", 413),
+            (b"POST /2018-06-01/runtime/init/error HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\nFFFFFFFFFFFFFFFF\r\n", 413),
             // Too large to accept: refused before its body is asked for.
             (b"POST /2018-06-01/runtime/init/error HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 99999999\r\n\r\n", 413),
         ];

@@ -143,6 +143,24 @@ impl Conn {
         self.between && !self.closing
     }
 
+    /// Whether the runtime has closed its end: it will never read what is
+    /// written now. A peek that does not wait, so what is pending stays.
+    pub(crate) fn peer_closed(&self) -> bool {
+        use std::os::fd::AsRawFd as _;
+        let mut byte = 0u8;
+        // SAFETY: recv(2) into one byte this function owns, on a socket the
+        // connection owns; MSG_PEEK leaves the data, MSG_DONTWAIT never blocks.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                (&raw mut byte).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n == 0
+    }
+
     /// Reads the next request's head. `Closed` when the runtime closed the
     /// connection between requests.
     pub(crate) async fn read_head(&mut self) -> Result<Head, WireError> {
@@ -288,10 +306,14 @@ impl Conn {
                 self.skip_trailers().await?;
                 return Ok(Body::Complete(body.freeze()));
             }
-            if body.len() as u64 + size > limit {
+            // A size line may say up to 2^64 - 1: compared with what is left
+            // of the limit, so that no sum can wrap.
+            let room = limit.saturating_sub(body.len() as u64);
+            if size > room {
                 self.closing = true;
                 return Ok(Body::TooLarge);
             }
+            // Within the limit, so within memory.
             let size = size as usize;
             while self.read.len() < size + 2 {
                 self.fill_or_fail().await?;
