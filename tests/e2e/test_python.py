@@ -201,6 +201,14 @@ def test_awslambdaric_runs_the_same_handler_alike(lam, python_fn, awslambdaric_f
         b = json.loads(invoke_payload(lam, theirs, payload)["Body"])
         assert (a["errorType"], a["errorMessage"]) == (b["errorType"], b["errorMessage"]), (a, b)
         assert set(a) == set(b), (a, b)
+    # A large answer, and one over Lambda's 6 MB, refused alike.
+    for fn in (ours, theirs):
+        big = invoke_payload(lam, fn, b'{"do":"big","bytes":2000000}')
+        assert "FunctionError" not in big, big["Body"][:300]
+        assert len(json.loads(big["Body"])["filler"]) == 2_000_000
+        over = invoke_payload(lam, fn, b'{"do":"big","bytes":7000000}')
+        assert over["FunctionError"] == "Unhandled", over["Body"][:300]
+        assert json.loads(over["Body"])["errorType"] == "Function.ResponseSizeTooLarge"
     broken = python_fn(code=handler_zip(awslambdaric_files), handler="broken_import.lambda_handler")
     mine = python_fn(handler="broken_import.lambda_handler")
     a = json.loads(invoke_payload(lam, mine, b"{}")["Body"])

@@ -27,6 +27,8 @@ def lambda_handler(event, context):
         time.sleep(event["seconds"])
     if action == "unserializable":
         return {"set": {1, 2}}
+    if action == "big":
+        return {"filler": "x" * event["bytes"]}
     if action == "write-task":
         try:
             open("/var/task/new-file", "w").close()
