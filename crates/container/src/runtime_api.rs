@@ -909,6 +909,23 @@ mod tests {
         .into_bytes()
     }
 
+    /// The runtime posts `body` as `id`'s response: it is accepted, and it
+    /// is what the invocation gets.
+    async fn answered(
+        runtime: &mut Runtime,
+        result: tokio::task::JoinHandle<Option<Reply>>,
+        id: &str,
+        body: &str,
+    ) {
+        runtime.send(&post(id, "response", body)).await;
+        assert_eq!(runtime.answer().await.status, 202);
+        let reply = result.await.unwrap();
+        assert!(
+            matches!(&reply, Some(Reply::Response(b)) if b == body),
+            "{reply:?}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_invocation_drives_a_keep_alive_runtime_itself() {
         let (api, port, server) = api_on_a_port().await;
@@ -1012,9 +1029,7 @@ mod tests {
                 .head
                 .contains("lambda-runtime-aws-request-id: r2\r\n")
         );
-        third.send(&post("r2", "response", "two")).await;
-        assert_eq!(third.answer().await.status, 202);
-        assert!(matches!(result.await.unwrap(), Some(Reply::Response(b)) if b == "two"));
+        answered(&mut third, result, "r2", "two").await;
 
         // The first connection still serves: a third invocation reads its /next.
         first.send(NEXT).await;
@@ -1026,9 +1041,7 @@ mod tests {
                 .head
                 .contains("lambda-runtime-aws-request-id: r3\r\n")
         );
-        first.send(&post("r3", "response", "three")).await;
-        assert_eq!(first.answer().await.status, 202);
-        assert!(matches!(result.await.unwrap(), Some(Reply::Response(b)) if b == "three"));
+        answered(&mut first, result, "r3", "three").await;
 
         server.abort();
     }
@@ -1053,9 +1066,7 @@ mod tests {
         );
         assert!(once.closed().await);
         let mut answering = Runtime::connect(port).await;
-        answering.send(&post("r1", "response", "one")).await;
-        assert_eq!(answering.answer().await.status, 202);
-        assert!(matches!(result.await.unwrap(), Some(Reply::Response(b)) if b == "one"));
+        answered(&mut answering, result, "r1", "one").await;
         server.abort();
     }
 
@@ -1083,9 +1094,7 @@ mod tests {
                 .head
                 .contains("lambda-runtime-aws-request-id: r1\r\n")
         );
-        retry.send(&post("r1", "response", "one")).await;
-        assert_eq!(retry.answer().await.status, 202);
-        assert!(matches!(result.await.unwrap(), Some(Reply::Response(b)) if b == "one"));
+        answered(&mut retry, result, "r1", "one").await;
         server.abort();
     }
 
@@ -1176,9 +1185,7 @@ mod tests {
         runtime.send(NEXT).await;
         let result = tokio::spawn(api.begin(event("r1")).result());
         assert_eq!(runtime.answer().await.status, 200);
-        runtime.send(&post("r1", "response", "ok")).await;
-        assert_eq!(runtime.answer().await.status, 202);
-        assert!(matches!(result.await.unwrap(), Some(Reply::Response(b)) if b == "ok"));
+        answered(&mut runtime, result, "r1", "ok").await;
         server.abort();
     }
 }
