@@ -168,8 +168,13 @@ impl Drop for Server {
         // SIGTERM first: a nimbus server then removes its sandboxes' cgroups
         // from the host, which a SIGKILL leaves until the next start on the
         // same (here, temporary) data directory.
+        // Reaped already (it exited): its pid may be another process's by now.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill(2) on our own child, not yet reaped.
+            // SAFETY: kill(2) on our own child, which try_wait just found
+            // running and so not reaped.
             unsafe { libc::kill(pid, libc::SIGTERM) };
             let deadline = std::time::Instant::now() + STOP_GRACE;
             while std::time::Instant::now() < deadline {

@@ -18,7 +18,23 @@ struct Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first, so the server takes its warm sandboxes' cgroups off
+    /// the host; SIGKILL if it has not stopped within 10 s.
     fn drop(&mut self) {
+        // Reaped already: its pid may be another process's by now.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
