@@ -23,6 +23,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use crate::weights::Weights;
+
 /// How many turnovers of the host's slots a tenant stays active after its
 /// last request.
 pub const ACTIVE_TURNOVERS: u64 = 32;
@@ -56,13 +58,12 @@ struct Held {
     tick: u64,
     /// The tick of each tenant's last request or release.
     last_seen: HashMap<String, u64>,
-    /// Tenants whose weight is not 1.
-    weights: HashMap<String, u32>,
+    weights: Weights,
 }
 
 impl Held {
     fn weight(&self, tenant: &str) -> u64 {
-        self.weights.get(tenant).copied().map_or(1, u64::from)
+        u64::from(self.weights.of(tenant))
     }
 
     /// Notes that `tenant` asked or gave back at `now` (allocating only
@@ -99,11 +100,7 @@ impl FairShare {
     /// Sets `tenant`'s weight (at least 1; 1 is everyone's default).
     pub fn set_weight(&self, tenant: &str, weight: u32) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        if weight <= 1 {
-            held.weights.remove(tenant);
-        } else {
-            held.weights.insert(tenant.to_string(), weight);
-        }
+        held.weights.set(tenant, weight);
     }
 
     /// The headroom for `capacity` slots: an eighth, at least one.

@@ -15,6 +15,7 @@ pub mod fair;
 pub mod placement;
 pub mod prewarm;
 pub mod queue;
+mod weights;
 
 pub use burst::{BurstLimit, TooFast};
 pub use concurrency::{Concurrency, ConcurrencyLimits, Permit, ReserveError, Throttle};

@@ -12,6 +12,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
+use crate::weights::Weights;
+
 #[derive(Debug, Default)]
 struct Waiting {
     /// Starts free to begin now.
@@ -22,8 +24,7 @@ struct Waiting {
     turn: VecDeque<String>,
     /// Starts the tenant at the head of `turn` has had in its turn.
     served: u32,
-    /// Tenants whose weight is not 1.
-    weights: HashMap<String, u32>,
+    weights: Weights,
 }
 
 /// A gate of `capacity` concurrent starts, fair among tenants.
@@ -58,11 +59,7 @@ impl StartGate {
     /// Sets `tenant`'s weight: starts let through per turn (at least 1).
     pub fn set_weight(&self, tenant: &str, weight: u32) {
         let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if weight <= 1 {
-            w.weights.remove(tenant);
-        } else {
-            w.weights.insert(tenant.to_string(), weight);
-        }
+        w.weights.set(tenant, weight);
     }
 
     /// Waits for `tenant`'s turn to start a sandbox.
@@ -92,7 +89,7 @@ impl StartGate {
     fn release(&self) {
         let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(tenant) = w.turn.pop_front() {
-            let weight = w.weights.get(&tenant).copied().unwrap_or(1);
+            let weight = w.weights.of(&tenant);
             let Some(queue) = w.queues.get_mut(&tenant) else {
                 w.served = 0;
                 continue;
