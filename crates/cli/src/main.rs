@@ -80,12 +80,10 @@ pub struct UpArgs {
           default_value_t = ConcurrencyLimits::DEFAULT.account,
           value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
     pub account_concurrency: u32,
-    /// Threads of the server's async runtime (default: one per core).
-    /// Container invokes hand work between the server's threads at every
-    /// step, and on a virtual machine each wake-up of another core is
-    /// costly: on a small host, one thread serves them faster (see
-    /// docs/PERFORMANCE.md §2), while wasm invocations run on these threads
-    /// and use as many cores as they are given.
+    /// Threads of the server's async runtime (default: one per core). Wasm
+    /// invocations run on these threads and use as many cores as they are
+    /// given; a hot container invoke runs on one task from its request to
+    /// its answer (see docs/PERFORMANCE.md §2).
     #[arg(long, env = "NIMBUS_WORKER_THREADS",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub worker_threads: Option<usize>,
